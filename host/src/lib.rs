@@ -1,0 +1,13 @@
+//! Fledge: progressive delivery for Kubernetes whose rollout judgements are
+//! made by sandboxed WebAssembly policies.
+//!
+//! - [`core`]: the rollout state machine, a pure function of observations.
+//! - [`policy`]: the Wasm policy runtime (wasmtime, component model).
+//! - [`api`]: the `flagger.app/v1beta1` Canary and its validation.
+//! - [`simulate`]: the in-memory shell around the core, with a virtual clock.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod core;
+pub mod policy;
+pub mod simulate;

@@ -231,10 +231,14 @@ fn promotion_returns_traffic_at_once_or_by_step_weight_promotion() {
     input.state.phase = Phase::Promoting;
     input.state.canary_weight = 50;
     input.state.primary_weight = 50;
-    let Decision::Advance(a) = decide(&input) else { panic!() };
+    let Decision::Advance(a) = decide(&input) else {
+        panic!()
+    };
     assert_eq!((a.route.primary_weight, a.route.canary_weight), (100, 0));
     input.analysis.step_weight_promotion = Some(20);
-    let Decision::Advance(a) = decide(&input) else { panic!() };
+    let Decision::Advance(a) = decide(&input) else {
+        panic!()
+    };
     assert_eq!((a.route.primary_weight, a.route.canary_weight), (70, 30));
 }
 
@@ -246,6 +250,9 @@ fn readiness_waits_and_a_missed_deadline_rolls_back() {
         decide(&input),
         Decision::Wait("Waiting for podinfo.test rollout to finish".into())
     );
-    input.canary_ready = Readiness::DeadlineExceeded("deployment \"podinfo\" exceeded its progress deadline".into());
-    assert!(matches!(decide(&input), Decision::Rollback(r) if r.starts_with("progress deadline exceeded")));
+    input.canary_ready =
+        Readiness::DeadlineExceeded("deployment \"podinfo\" exceeded its progress deadline".into());
+    assert!(
+        matches!(decide(&input), Decision::Rollback(r) if r.starts_with("progress deadline exceeded"))
+    );
 }

@@ -63,26 +63,48 @@ mod tests {
     #[test]
     fn reason_texts_match_the_guide() {
         assert_eq!(
-            threshold_violation("request-success-rate", MetricUnit::Percent, 69.17, Some(99.0), None)
-                .as_deref(),
+            threshold_violation(
+                "request-success-rate",
+                MetricUnit::Percent,
+                69.17,
+                Some(99.0),
+                None
+            )
+            .as_deref(),
             Some("success rate 69.17% < 99%")
         );
         assert_eq!(
-            threshold_violation("request-duration", MetricUnit::Milliseconds, 1200.0, None, Some(500.0))
-                .as_deref(),
+            threshold_violation(
+                "request-duration",
+                MetricUnit::Milliseconds,
+                1200.0,
+                None,
+                Some(500.0)
+            )
+            .as_deref(),
             Some("request duration 1.20s > 0.5s")
         );
         assert_eq!(
-            threshold_violation("error-rate", MetricUnit::None, 3.14159, None, Some(2.0)).as_deref(),
+            threshold_violation("error-rate", MetricUnit::None, 3.14159, None, Some(2.0))
+                .as_deref(),
             Some("error-rate 3.14 > 2")
         );
     }
 
     #[test]
     fn bounds_are_inclusive_and_nan_fails() {
-        assert_eq!(threshold_violation("m", MetricUnit::None, 99.0, Some(99.0), Some(100.0)), None);
-        assert_eq!(threshold_violation("m", MetricUnit::None, 100.0, Some(99.0), Some(100.0)), None);
+        assert_eq!(
+            threshold_violation("m", MetricUnit::None, 99.0, Some(99.0), Some(100.0)),
+            None
+        );
+        assert_eq!(
+            threshold_violation("m", MetricUnit::None, 100.0, Some(99.0), Some(100.0)),
+            None
+        );
         assert!(threshold_violation("m", MetricUnit::None, f64::NAN, Some(1.0), None).is_some());
-        assert_eq!(threshold_violation("m", MetricUnit::None, f64::NAN, None, None), None);
+        assert_eq!(
+            threshold_violation("m", MetricUnit::None, f64::NAN, None, None),
+            None
+        );
     }
 }

@@ -26,7 +26,10 @@ pub fn log(level: crate::LogLevel, message: &str) {
 }
 
 /// Calls `decide` on the converted input and converts its answer back.
-pub fn run(input: w::PolicyInput, decide: fn(&crate::PolicyInput) -> crate::Decision) -> w::Decision {
+pub fn run(
+    input: w::PolicyInput,
+    decide: fn(&crate::PolicyInput) -> crate::Decision,
+) -> w::Decision {
     std::panic::set_hook(Box::new(|info| {
         host::log(host::LogLevel::Error, &format!("policy panicked: {info}"));
     }));
@@ -50,7 +53,10 @@ fn rules_from(rules: Vec<w::MatchRule>) -> Vec<crate::MatchRule> {
             headers: r
                 .headers
                 .into_iter()
-                .map(|h| crate::HeaderMatch { name: h.name, matcher: string_match(h.match_) })
+                .map(|h| crate::HeaderMatch {
+                    name: h.name,
+                    matcher: string_match(h.match_),
+                })
                 .collect(),
         })
         .collect()
@@ -154,7 +160,9 @@ fn from_wit(i: w::PolicyInput) -> crate::PolicyInput {
                     w::WebhookKind::ConfirmRollout => crate::WebhookKind::ConfirmRollout,
                     w::WebhookKind::PreRollout => crate::WebhookKind::PreRollout,
                     w::WebhookKind::Rollout => crate::WebhookKind::Rollout,
-                    w::WebhookKind::ConfirmTrafficIncrease => crate::WebhookKind::ConfirmTrafficIncrease,
+                    w::WebhookKind::ConfirmTrafficIncrease => {
+                        crate::WebhookKind::ConfirmTrafficIncrease
+                    }
                     w::WebhookKind::ConfirmPromotion => crate::WebhookKind::ConfirmPromotion,
                     w::WebhookKind::PostRollout => crate::WebhookKind::PostRollout,
                     w::WebhookKind::Rollback => crate::WebhookKind::Rollback,
@@ -179,7 +187,10 @@ fn to_wit(d: crate::Decision) -> w::Decision {
             },
             iteration: a.iteration,
         }),
-        crate::Decision::Hold(h) => w::Decision::Hold(w::Hold { reason: h.reason, failed_check: h.failed_check }),
+        crate::Decision::Hold(h) => w::Decision::Hold(w::Hold {
+            reason: h.reason,
+            failed_check: h.failed_check,
+        }),
         crate::Decision::Promote => w::Decision::Promote,
         crate::Decision::Rollback(r) => w::Decision::Rollback(r),
         crate::Decision::Wait(r) => w::Decision::Wait(r),

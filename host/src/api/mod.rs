@@ -1,0 +1,1 @@
+//! The `flagger.app/v1beta1` API.

@@ -1,0 +1,1 @@
+//! The Wasm policy runtime.
