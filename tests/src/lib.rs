@@ -1,0 +1,1 @@
+//! Local end-to-end test world for Fledge.
