@@ -377,7 +377,9 @@ macro_rules! export_policy {
                     $crate::guest::run(input, $decide)
                 }
             }
-            $crate::__export_rollout_policy!(FledgePolicyExport with_types_in $crate::guest::bindings);
+            $crate::guest::bindings::__export_rollout_policy!(
+                FledgePolicyExport with_types_in $crate::guest::bindings
+            );
         };
     };
 }
