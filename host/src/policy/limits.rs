@@ -1,0 +1,157 @@
+//! Per-decision store data: the memory cap and the policy's log lines. Lives in
+//! a fresh `Store` for one decision and is dropped with it.
+use super::bindings::LogLevel;
+
+/// Bounds of what one decision may log through `fledge:policy/host.log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Lines kept per decision; later lines are counted, not kept.
+    pub max_lines: usize,
+    /// Bytes kept per line; longer lines are cut at a character boundary.
+    pub max_line_bytes: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_lines: 32,
+            max_line_bytes: 2048,
+        }
+    }
+}
+
+/// One line a policy logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+impl std::fmt::Display for LogLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = match self.level {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        write!(f, "{level}: {}", self.message)
+    }
+}
+
+/// The `Store` data of one decision.
+pub struct PolicyState {
+    pub memory: MemoryCap,
+    limits: LogLimits,
+    pub lines: Vec<LogLine>,
+    /// Lines refused because `max_lines` was reached.
+    pub dropped_lines: usize,
+}
+
+impl PolicyState {
+    pub fn new(memory_limit: usize, limits: LogLimits) -> PolicyState {
+        PolicyState {
+            memory: MemoryCap {
+                limit: memory_limit,
+                exceeded: false,
+            },
+            limits,
+            lines: Vec::new(),
+            dropped_lines: 0,
+        }
+    }
+
+    pub fn record(&mut self, level: LogLevel, mut message: String) {
+        if self.lines.len() >= self.limits.max_lines {
+            self.dropped_lines += 1;
+            return;
+        }
+        if message.len() > self.limits.max_line_bytes {
+            let mut end = self.limits.max_line_bytes;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str(" [truncated]");
+        }
+        self.lines.push(LogLine { level, message });
+    }
+
+    /// The log as text lines, with a note when lines were dropped.
+    pub fn log_text(&self) -> Vec<String> {
+        let mut text: Vec<String> = self.lines.iter().map(ToString::to_string).collect();
+        if self.dropped_lines > 0 {
+            text.push(format!(
+                "({} more lines dropped: at most {} per decision)",
+                self.dropped_lines, self.limits.max_lines
+            ));
+        }
+        text
+    }
+}
+
+/// Refuses linear-memory growth beyond the cap and remembers that it did, so
+/// the resulting trap is reported as a memory limit, not a generic trap.
+pub struct MemoryCap {
+    limit: usize,
+    pub exceeded: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = true;
+            // Trap rather than fail the grow: a guest that handles the failure
+            // would only retry or abort, and the trap says precisely why.
+            wasmtime::bail!("memory cap of {} bytes exceeded", self.limit);
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        // The pool's own maximum equals the cap; treat its refusal the same way.
+        self.exceeded = true;
+        Err(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_is_bounded_in_lines_and_bytes() {
+        let mut state = PolicyState::new(
+            1 << 20,
+            LogLimits {
+                max_lines: 2,
+                max_line_bytes: 5,
+            },
+        );
+        state.record(LogLevel::Info, "héllo world".into());
+        state.record(LogLevel::Error, "ok".into());
+        state.record(LogLevel::Error, "dropped".into());
+        assert_eq!(
+            state.log_text(),
+            vec![
+                "info: héll [truncated]".to_string(),
+                "error: ok".to_string(),
+                "(1 more lines dropped: at most 2 per decision)".to_string(),
+            ]
+        );
+    }
+}

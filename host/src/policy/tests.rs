@@ -1,0 +1,409 @@
+//! The runtime end to end: the built-in policy through Wasm on the App Mesh
+//! guide's configuration, and hostile components that must be contained.
+use super::*;
+use fledge_policy::*;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// One runtime for every test, as in the operator: tests then also check that
+/// hostile decisions leave it usable for the next ones.
+fn runtime() -> &'static PolicyRuntime {
+    static RUNTIME: OnceLock<PolicyRuntime> = OnceLock::new();
+    RUNTIME.get_or_init(|| match PolicyRuntime::new(RuntimeConfig::default()) {
+        Ok(rt) => rt,
+        Err(e) => panic!("runtime: {e}"),
+    })
+}
+
+fn builtin() -> Policy {
+    runtime().builtin().expect("the built-in policy loads")
+}
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("FLEDGE_FIXTURE_DIR")).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn fixture(name: &str) -> Policy {
+    runtime()
+        .load(&fixture_bytes(name))
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// The guide's Canary: maxWeight 50, stepWeight 5, threshold 5.
+fn guide_input() -> PolicyInput {
+    PolicyInput {
+        canary: "podinfo.test".into(),
+        strategy: Strategy::Canary,
+        analysis: Analysis {
+            interval_seconds: 60,
+            threshold: 5,
+            max_weight: Some(50),
+            step_weight: Some(5),
+            ..Analysis::default()
+        },
+        state: State {
+            phase: Phase::Progressing,
+            canary_weight: 0,
+            primary_weight: 100,
+            iteration: 0,
+            failed_checks: 0,
+            seconds_in_phase: 0,
+        },
+        metrics: vec![success_rate(99.9), duration(120.0)],
+        webhooks: vec![WebhookResult {
+            name: "load-test".into(),
+            kind: WebhookKind::Rollout,
+            passed: true,
+            message: "ok".into(),
+        }],
+        canary_ready: Readiness::Ready,
+        primary_ready: Readiness::Ready,
+    }
+}
+
+fn success_rate(v: f64) -> MetricResult {
+    MetricResult {
+        name: "request-success-rate".into(),
+        value: MetricValue::Value(v),
+        min: Some(99.0),
+        max: None,
+        unit: MetricUnit::Percent,
+    }
+}
+
+fn duration(ms: f64) -> MetricResult {
+    MetricResult {
+        name: "request-duration".into(),
+        value: MetricValue::Value(ms),
+        min: None,
+        max: Some(500.0),
+        unit: MetricUnit::Milliseconds,
+    }
+}
+
+fn header(name: &str, matcher: StringMatch) -> MatchRule {
+    MatchRule {
+        headers: vec![HeaderMatch {
+            name: name.into(),
+            matcher,
+        }],
+    }
+}
+
+/// Applies decisions until one is not an advance; returns the advances and that decision.
+fn walk(policy: &Policy, mut input: PolicyInput) -> (Vec<Advance>, Decision) {
+    let mut advances = vec![];
+    for _ in 0..100 {
+        let decision = policy.evaluate(&input).expect("a valid decision");
+        // The sandboxed and the native build must agree, step by step.
+        assert_eq!(decision, fledge_policy_flagger::decide(&input));
+        match decision {
+            Decision::Advance(a) => {
+                input.state.canary_weight = a.route.canary_weight;
+                input.state.primary_weight = a.route.primary_weight;
+                input.state.iteration = a.iteration;
+                advances.push(a);
+            }
+            other => return (advances, other),
+        }
+    }
+    panic!("no end after 100 steps");
+}
+
+#[test]
+fn builtin_steps_the_guide_canary_by_five_to_fifty_then_promotes() {
+    let (advances, end) = walk(&builtin(), guide_input());
+    let weights: Vec<u32> = advances.iter().map(|a| a.route.canary_weight).collect();
+    assert_eq!(weights, (1..=10).map(|i| i * 5).collect::<Vec<_>>());
+    assert!(advances
+        .iter()
+        .all(|a| a.route.primary_weight + a.route.canary_weight == 100));
+    assert_eq!(end, Decision::Promote);
+}
+
+#[test]
+fn builtin_holds_on_a_failing_success_rate() {
+    let mut input = guide_input();
+    input.state.canary_weight = 10;
+    input.state.primary_weight = 90;
+    input.metrics = vec![success_rate(69.17), duration(120.0)];
+    assert_eq!(
+        builtin().evaluate(&input),
+        Ok(Decision::Hold(Hold {
+            reason: "success rate 69.17% < 99%".into(),
+            failed_check: true,
+        }))
+    );
+}
+
+#[test]
+fn builtin_rolls_back_at_five_failed_checks() {
+    let mut input = guide_input();
+    input.state.canary_weight = 10;
+    input.state.primary_weight = 90;
+    input.state.failed_checks = 5;
+    input.metrics = vec![success_rate(69.17)];
+    assert_eq!(
+        builtin().evaluate(&input),
+        Ok(Decision::Rollback(
+            "failed checks threshold reached 5".into()
+        ))
+    );
+}
+
+#[test]
+fn builtin_ab_test_iterates_ten_times_with_the_guide_match_rules() {
+    let rules = vec![
+        header("x-canary", StringMatch::Exact("insider".into())),
+        header(
+            "cookie",
+            StringMatch::Regex("^(.*?;)?(canary=insider)(;.*)?$".into()),
+        ),
+    ];
+    let mut input = guide_input();
+    input.strategy = Strategy::AbTesting;
+    input.analysis.max_weight = None;
+    input.analysis.step_weight = None;
+    input.analysis.iterations = Some(10);
+    input.analysis.match_rules = rules.clone();
+
+    let (advances, end) = walk(&builtin(), input);
+    let iterations: Vec<u32> = advances.iter().map(|a| a.iteration).collect();
+    assert_eq!(iterations, (1..=10).collect::<Vec<_>>());
+    for a in &advances {
+        // Every rule, the regex included, survives the trip into the guest and back.
+        assert_eq!(a.route.match_rules, rules);
+        assert_eq!((a.route.primary_weight, a.route.canary_weight), (0, 100));
+    }
+    assert_eq!(end, Decision::Promote);
+}
+
+#[test]
+fn builtin_judges_through_the_judge_trait() {
+    let policy: &dyn Judge = &builtin();
+    assert_eq!(
+        policy.decide(&guide_input()),
+        Ok(Decision::Advance(Advance {
+            route: RoutePlan::weighted(5),
+            iteration: 0,
+        }))
+    );
+}
+
+#[test]
+fn endless_loop_is_stopped_by_the_deadline() {
+    let policy = fixture("endless-loop");
+    let started = Instant::now();
+    let err = policy.evaluate(&guide_input()).unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        err,
+        PolicyError::Timeout {
+            limit: Duration::from_millis(100)
+        }
+    );
+    assert!(
+        err.to_string()
+            .starts_with("policy did not decide within its deadline of 100 ms"),
+        "{err}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(90) && elapsed < Duration::from_secs(2),
+        "stopped after {elapsed:?}"
+    );
+}
+
+#[test]
+fn memory_bomb_is_stopped_by_the_cap() {
+    let err = fixture("memory-bomb").evaluate(&guide_input()).unwrap_err();
+    assert_eq!(err, PolicyError::MemoryLimit { limit: 32 << 20 });
+    assert!(
+        err.to_string()
+            .contains("more than its memory cap of 32 MiB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn panic_is_a_trap_that_carries_the_panic_message() {
+    let err = fixture("panic").evaluate(&guide_input()).unwrap_err();
+    let PolicyError::Trap { message, log } = &err else {
+        panic!("expected a trap, got {err:?}");
+    };
+    assert!(
+        message.contains("fixture policy gave up on podinfo.test"),
+        "{message}"
+    );
+    assert!(message.contains("policy panicked"), "{message}");
+    assert!(
+        log.iter().any(|l| l.starts_with("error: policy panicked")),
+        "{log:?}"
+    );
+    // What the core sees.
+    let judged = fixture("panic").decide(&guide_input()).unwrap_err();
+    assert!(
+        judged.0.contains("fixture policy gave up on podinfo.test"),
+        "{judged}"
+    );
+}
+
+#[test]
+fn weight_150_is_refused_by_validation() {
+    let policy = fixture("bad-weight");
+    assert_eq!(
+        policy.evaluate(&guide_input()),
+        Err(PolicyError::InvalidDecision(
+            InvalidDecision::WeightOutOfRange {
+                which: "canary",
+                weight: 150
+            }
+        ))
+    );
+    let judged = policy.decide(&guide_input()).unwrap_err();
+    assert_eq!(
+        judged.0,
+        "policy returned an invalid decision: canary weight 150 is outside 0..=100"
+    );
+}
+
+#[test]
+fn wrong_world_fails_to_load_with_a_clear_error() {
+    let err = runtime().load(&fixture_bytes("wrong-world")).unwrap_err();
+    let PolicyError::WorldMismatch(detail) = &err else {
+        panic!("expected a world mismatch, got {err:?}");
+    };
+    assert!(detail.starts_with("it exports run (func)"), "{detail}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("this component does not implement fledge:policy/rollout-policy@0.1.0"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("build it against wit/fledge-policy.wit"),
+        "{text}"
+    );
+
+    let info = runtime().inspect(&fixture_bytes("wrong-world")).unwrap();
+    assert_eq!(info.exports, vec!["run (func)".to_string()]);
+    assert!(info.world.is_err());
+}
+
+#[test]
+fn not_a_component_fails_to_load_with_a_clear_error() {
+    let err = runtime().load(b"not wasm at all").unwrap_err();
+    assert!(matches!(err, PolicyError::NotAComponent(_)), "{err:?}");
+    // The smallest core module: magic and version 1.
+    let err = runtime().load(b"\0asm\x01\0\0\0").unwrap_err();
+    assert!(err.to_string().contains("core WebAssembly module"), "{err}");
+}
+
+#[test]
+fn decisions_share_no_state() {
+    let policy = fixture("stateful");
+    for _ in 0..3 {
+        assert_eq!(
+            policy.evaluate(&guide_input()),
+            Ok(Decision::Wait("call 1".into()))
+        );
+    }
+}
+
+#[test]
+fn runtime_stays_usable_after_hostile_decisions() {
+    for name in ["memory-bomb", "panic", "bad-weight"] {
+        let _ = fixture(name).evaluate(&guide_input()).unwrap_err();
+        let (advances, end) = walk(&builtin(), guide_input());
+        assert_eq!(advances.len(), 10);
+        assert_eq!(end, Decision::Promote);
+    }
+}
+
+#[test]
+fn loading_the_same_bytes_compiles_once() {
+    let a = builtin();
+    let b = runtime().load(BUILTIN_COMPONENT).unwrap();
+    assert_eq!(a.digest(), b.digest());
+    assert_eq!(a.digest(), digest(BUILTIN_COMPONENT));
+    assert!(a.digest().starts_with("sha256:") && a.digest().len() == 7 + 64);
+    let cache = runtime().cache.lock().unwrap();
+    assert_eq!(cache.keys().filter(|k| k.as_str() == a.digest()).count(), 1);
+}
+
+#[test]
+fn policies_decide_concurrently_from_many_threads() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+    assert_send_sync_clone::<Policy>();
+
+    let policy = builtin();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let policy = policy.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let (advances, end) = walk(&policy, guide_input());
+                    assert_eq!((advances.len(), end), (10, Decision::Promote));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("no decision thread panics");
+    }
+}
+
+#[test]
+fn config_is_checked_and_the_deadline_rounds_up() {
+    let zero = RuntimeConfig {
+        deadline: Duration::ZERO,
+        ..RuntimeConfig::default()
+    };
+    assert!(matches!(
+        PolicyRuntime::new(zero),
+        Err(PolicyError::Setup(_))
+    ));
+    let tiny = RuntimeConfig {
+        memory_limit: 4096,
+        ..RuntimeConfig::default()
+    };
+    assert!(PolicyRuntime::new(tiny)
+        .err()
+        .is_some_and(|e| e.to_string().contains("at least 1 MiB")));
+
+    let config = RuntimeConfig::default();
+    assert_eq!(config.tick(), Duration::from_millis(10));
+    assert_eq!(config.deadline_ticks(), 11);
+    let odd = RuntimeConfig {
+        deadline: Duration::from_millis(25),
+        ..RuntimeConfig::default()
+    };
+    // 2.5 ms ticks: 10 of them, plus one.
+    assert_eq!(odd.deadline_ticks(), 11);
+}
+
+#[test]
+fn a_smaller_deadline_and_cap_are_honoured() {
+    let rt = PolicyRuntime::new(RuntimeConfig {
+        deadline: Duration::from_millis(20),
+        memory_limit: 8 << 20,
+        max_concurrent_decisions: 2,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let err = rt
+        .load(&fixture_bytes("endless-loop"))
+        .unwrap()
+        .evaluate(&guide_input())
+        .unwrap_err();
+    assert!(matches!(err, PolicyError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    let err = rt
+        .load(&fixture_bytes("memory-bomb"))
+        .unwrap()
+        .evaluate(&guide_input())
+        .unwrap_err();
+    assert_eq!(err, PolicyError::MemoryLimit { limit: 8 << 20 });
+    // The built-in policy fits comfortably in the smaller sandbox.
+    assert!(rt.builtin().unwrap().evaluate(&guide_input()).is_ok());
+}
