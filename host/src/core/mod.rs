@@ -1,6 +1,163 @@
-//! The rollout state machine: observations in, actions out. No I/O, no clock,
-//! no Kubernetes client, no wasmtime: every judgement goes through [`Judge`].
+//! The rollout state machine: observations in, actions out.
+//!
+//! No I/O, no clock, no Kubernetes client, no wasmtime: time arrives as
+//! `Observations::now`, every judgement goes through [`Judge`], and the I/O a
+//! step needs (webhook calls, metric queries) is asked for with
+//! [`Outcome::Need`]. The shell performs it, records the answer in the
+//! observations, and calls [`step`] again; the same observations always give
+//! the same outcome. The operator and the simulator are two such shells.
+//!
+//! ```text
+//!   shell: observe ──► core::step ──► Need(request) ──► shell performs it ─┐
+//!                          ▲                                                │
+//!                          └──────────── observations + answer ◄────────────┘
+//!                      Done(Tick { status, actions }) ──► shell executes actions, writes status once
+//! ```
 
 pub mod judge;
+mod machine;
+pub mod messages;
+pub mod readiness;
+pub mod revision;
+pub mod rollout;
 
 pub use judge::{Judge, JudgeError};
+pub use machine::step;
+pub use rollout::Rollout;
+
+use fledge_policy::{MetricResult, Phase, Readiness, RoutePlan, WebhookKind, WebhookResult};
+use rollout::Severity;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What the core remembers between steps: the Canary's status.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Status {
+    pub phase: Phase,
+    pub canary_weight: u32,
+    pub failed_checks: u32,
+    pub iterations: u32,
+    /// Revision of the target under analysis (or last analysed).
+    pub last_applied_spec: String,
+    /// Revision currently running as the primary.
+    pub last_promoted_spec: String,
+    /// Unix seconds of the last phase change.
+    pub last_transition: i64,
+}
+
+/// The live traffic split, as read from the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routes {
+    pub primary: u32,
+    pub canary: u32,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes {
+            primary: 100,
+            canary: 0,
+        }
+    }
+}
+
+/// Everything the shell observed for this step, plus the answers to the
+/// requests of this step so far.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    /// Unix seconds.
+    pub now: i64,
+    /// [`revision::revision`] of the target now.
+    pub revision: String,
+    pub canary_ready: Readiness,
+    pub primary_ready: Readiness,
+    pub routes: Routes,
+    /// Results of the webhooks called this step, by type, in spec order; a
+    /// type that is absent has not been called yet.
+    pub webhooks: BTreeMap<WebhookKind, Vec<WebhookResult>>,
+    /// Metrics queried this step, in query order.
+    pub metrics: Vec<MetricResult>,
+}
+
+/// I/O the core needs before it can finish a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Call the webhooks of this type in spec order, stopping at the first
+    /// failure, and record their results under `Observations::webhooks`.
+    Webhooks { kind: WebhookKind, phase: Phase },
+    /// Query `Rollout::metrics[index]` and push the result onto `Observations::metrics`.
+    Metric { index: usize },
+}
+
+/// An effect for the shell to carry out, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create or update the primary Deployment and HPA, the Services and the
+    /// mesh objects (idempotent; done every step, as drift is repaired).
+    EnsureObjects,
+    /// Apply a traffic split to the mesh.
+    SetRoutes(RoutePlan),
+    /// Scale the target (canary) Deployment up from zero.
+    ScaleCanaryUp,
+    /// Scale the target (canary) Deployment to zero.
+    ScaleCanaryToZero,
+    /// Copy the target's pod template (and its ConfigMaps/Secrets) to the primary.
+    PromoteToPrimary,
+    Event(Event),
+    Alert(Alert),
+}
+
+/// A Kubernetes Event (and log line) about the Canary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub warning: bool,
+    /// Stable CamelCase reason (`Advance`, `Halt`, `Rollback`, ...).
+    pub reason: &'static str,
+    /// The Event note.
+    pub message: String,
+    /// The log line, when it words things differently from the Event.
+    pub log: Option<String>,
+}
+
+impl Event {
+    pub fn log_message(&self) -> &str {
+        self.log.as_deref().unwrap_or(&self.message)
+    }
+}
+
+/// A notification for the Canary's alert providers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub severity: Severity,
+    pub message: String,
+    /// Webhook-triggered alerts can be muted per webhook.
+    pub muted: bool,
+}
+
+/// The result of a finished step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tick {
+    /// The complete new status: the shell writes it once.
+    pub status: Status,
+    pub actions: Vec<Action>,
+    /// When to run the next step.
+    pub requeue: Duration,
+}
+
+impl Tick {
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.actions.iter().filter_map(|a| match a {
+            Action::Event(e) => Some(e),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Need(Request),
+    Done(Tick),
+}
+
+#[cfg(test)]
+mod tests;

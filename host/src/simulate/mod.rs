@@ -1,1 +1,231 @@
-//! The simulator shell.
+//! The simulator: the core state machine driven against an in-memory cluster,
+//! a virtual clock and a scripted world. The same core and the same policies
+//! as the operator; only the shell differs.
+pub mod load;
+pub mod output;
+pub mod plot;
+pub mod scenario;
+pub mod world;
+
+use crate::core::{self, Action, Judge, Outcome, Rollout, Status};
+use fledge_policy::{MetricValue, Phase};
+pub use load::{load, Inputs, LoadError};
+use scenario::Scenario;
+use world::World;
+
+/// Virtual time at which every simulation starts: 2026-01-01T00:00:00Z.
+pub const START: i64 = 1_767_225_600;
+/// Steps allowed for bootstrap before the trigger is applied.
+const BOOTSTRAP_STEPS: u32 = 100;
+
+/// One line of output: an event (and its log line) with the state after its step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub ts: i64,
+    /// The log line (`msg`).
+    pub msg: String,
+    /// The Kubernetes Event note.
+    pub event: String,
+    pub warning: bool,
+    pub phase: Phase,
+    pub canary_weight: u32,
+    pub failed_checks: u32,
+    pub iteration: u32,
+    /// Emitted while bootstrapping, before the trigger.
+    pub bootstrap: bool,
+}
+
+/// The state of the world at the end of one step, for plots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub ts: i64,
+    pub canary_weight: u32,
+    /// Metrics read during the step: name and value.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// The result of a whole simulation.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub canary: String,
+    pub records: Vec<Record>,
+    pub samples: Vec<Sample>,
+    pub phase: Phase,
+    /// Steps run after the trigger.
+    pub steps: u32,
+    /// Whether the run reached Succeeded or Failed within the step bound.
+    pub finished: bool,
+}
+
+/// One simulated canary in flight.
+pub struct Sim {
+    rollout: Rollout,
+    world: World,
+    status: Status,
+    now: i64,
+    scenario: Scenario,
+    triggered: bool,
+    steps: u32,
+    bootstrap_steps: u32,
+    pub report: Report,
+}
+
+impl Sim {
+    pub fn new(inputs: &Inputs, scenario: Scenario) -> Sim {
+        let world = World::new(
+            inputs.target.clone(),
+            inputs.hpa_min_replicas,
+            inputs.configs.clone(),
+            scenario.clone(),
+        );
+        Sim {
+            rollout: inputs.rollout.clone(),
+            world,
+            status: Status::default(),
+            now: START,
+            scenario,
+            triggered: false,
+            steps: 0,
+            bootstrap_steps: 0,
+            report: Report {
+                canary: inputs.rollout.id(),
+                records: Vec::new(),
+                samples: Vec::new(),
+                phase: Phase::Initializing,
+                steps: 0,
+                finished: false,
+            },
+        }
+    }
+
+    fn max_steps(&self) -> u32 {
+        self.scenario.max_steps.unwrap_or(1000)
+    }
+
+    /// Whether the run has ended (finished or out of steps).
+    pub fn ended(&self) -> bool {
+        self.report.finished
+            || self.steps >= self.max_steps()
+            || self.bootstrap_steps >= BOOTSTRAP_STEPS
+    }
+
+    /// Runs one step of the core; returns false once the run has ended.
+    pub fn step(&mut self, judge: &dyn Judge) -> bool {
+        if self.ended() {
+            return false;
+        }
+        if !self.triggered && self.status.phase == Phase::Initialized {
+            let trigger = self.scenario.trigger.clone();
+            self.world.change_target(&trigger);
+            self.triggered = true;
+        }
+        if self.triggered {
+            let due: Vec<_> = self
+                .scenario
+                .updates
+                .iter()
+                .filter(|u| u.after_step == self.steps)
+                .map(|u| u.change.clone())
+                .collect();
+            for change in &due {
+                self.world.change_target(change);
+            }
+        }
+        let mut obs = self.world.observe(&self.rollout, self.now);
+        let tick = loop {
+            match core::step(&self.rollout, &self.status, &obs, judge) {
+                Outcome::Need(request) => self.world.answer(&self.rollout, &request, &mut obs),
+                Outcome::Done(tick) => break tick,
+            }
+        };
+        for action in &tick.actions {
+            self.world.execute(&self.rollout, action, self.now);
+        }
+        let bootstrap = !self.triggered;
+        for action in &tick.actions {
+            if let Action::Event(e) = action {
+                self.report.records.push(Record {
+                    ts: self.now,
+                    msg: e.log_message().to_string(),
+                    event: e.message.clone(),
+                    warning: e.warning,
+                    phase: tick.status.phase,
+                    canary_weight: tick.status.canary_weight,
+                    failed_checks: tick.status.failed_checks,
+                    iteration: tick.status.iterations,
+                    bootstrap,
+                });
+            }
+        }
+        self.report.samples.push(Sample {
+            ts: self.now,
+            canary_weight: self.world.routes.canary_weight,
+            metrics: obs
+                .metrics
+                .iter()
+                .filter_map(|m| match m.value {
+                    MetricValue::Value(v) => Some((m.name.clone(), v)),
+                    MetricValue::Error(_) => None,
+                })
+                .collect(),
+        });
+        self.status = tick.status;
+        self.report.phase = self.status.phase;
+        self.now += tick.requeue.as_secs().max(1) as i64;
+        if self.triggered {
+            self.steps += 1;
+            self.report.steps = self.steps;
+            let pending = self
+                .scenario
+                .updates
+                .iter()
+                .any(|u| u.after_step >= self.steps);
+            let terminal = matches!(self.status.phase, Phase::Succeeded | Phase::Failed);
+            // A terminal phase right after the trigger is the one before it.
+            let progressed = self.report.records.iter().any(|r| !r.bootstrap);
+            if terminal && !pending && progressed {
+                self.report.finished = true;
+            }
+        } else {
+            self.bootstrap_steps += 1;
+        }
+        !self.ended()
+    }
+}
+
+/// Simulates one canary to its end.
+pub fn run(inputs: &Inputs, scenario: Scenario, judge: &dyn Judge) -> Report {
+    let mut sim = Sim::new(inputs, scenario);
+    while sim.step(judge) {}
+    sim.report
+}
+
+/// Simulates `copies` independent canaries at once, step by step in lockstep,
+/// sharing one policy.
+pub fn run_many(
+    inputs: &Inputs,
+    scenario: &Scenario,
+    copies: usize,
+    judge: &dyn Judge,
+) -> Vec<Report> {
+    let mut sims: Vec<Sim> = (0..copies)
+        .map(|i| {
+            let mut inputs = inputs.clone();
+            inputs.rollout.name = format!("{}-{i:04}", inputs.rollout.name);
+            Sim::new(&inputs, scenario.clone())
+        })
+        .collect();
+    loop {
+        let mut any = false;
+        for sim in &mut sims {
+            any |= sim.step(judge);
+        }
+        if !any {
+            break;
+        }
+    }
+    sims.into_iter().map(|s| s.report).collect()
+}
+
+#[cfg(test)]
+mod tests;

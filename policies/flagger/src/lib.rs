@@ -33,15 +33,15 @@ pub fn decide(input: &PolicyInput) -> Decision {
             return Decision::Rollback(format!("progress deadline exceeded {why}"))
         }
     }
-    if state.phase == Phase::Promoting {
-        return promotion_step(input);
-    }
     match &input.canary_ready {
         Readiness::Ready => {}
         Readiness::NotReady(why) => return Decision::Wait(why.clone()),
         Readiness::DeadlineExceeded(why) => {
             return Decision::Rollback(format!("progress deadline exceeded {why}"))
         }
+    }
+    if state.phase == Phase::Promoting {
+        return promotion_step(input);
     }
 
     if input

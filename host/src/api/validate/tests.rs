@@ -1,0 +1,172 @@
+use super::*;
+
+const GUIDE: &str = include_str!("../../../../examples/podinfo/canary.yaml");
+
+fn canary(text: &str) -> Canary {
+    serde_yaml::from_str(text).expect("parses")
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match validate(&canary(text)) {
+        Ok(_) => vec![],
+        Err(issues) => issues.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_guide_canaries_are_valid() {
+    let v = validate(&canary(GUIDE)).expect("valid");
+    assert_eq!(v.rollout.analysis.max_weight, Some(50));
+    assert_eq!(v.rollout.analysis.step_weight, Some(5));
+    assert_eq!(v.rollout.analysis.threshold, 5);
+    assert_eq!(v.rollout.metrics.len(), 2);
+    assert_eq!(v.rollout.metrics[1].max, Some(500.0));
+    assert_eq!(v.rollout.webhooks[0].kind, WebhookKind::PreRollout);
+    assert_eq!(v.rollout.webhooks[1].kind, WebhookKind::Rollout);
+    assert_eq!(v.rollout.progress_deadline, Duration::from_secs(60));
+    // `rewrite` is in the guide but App Mesh never used it.
+    assert!(v.warnings.iter().any(|w| w.field == "spec.service.rewrite"));
+    for ab in [
+        include_str!("../../../../examples/podinfo/canary-ab-header.yaml"),
+        include_str!("../../../../examples/podinfo/canary-ab-cookie.yaml"),
+    ] {
+        let v = validate(&canary(ab)).expect("valid");
+        assert_eq!(v.rollout.strategy, fledge_policy::Strategy::AbTesting);
+        assert_eq!(v.rollout.analysis.match_rules.len(), 1);
+    }
+}
+
+#[test]
+fn each_mistake_names_the_field_and_the_fix() {
+    let cases = [
+        (
+            "    kind: Deployment\n    name: podinfo\n",
+            "    kind: Deployment\n    name: \"\"\n",
+            "spec.targetRef.name: missing",
+        ),
+        (
+            "stepWeight: 5",
+            "stepWeight: 101",
+            "spec.analysis.stepWeight: 101 is outside 1..=100",
+        ),
+        (
+            "maxWeight: 50",
+            "maxWeight: -1",
+            "spec.analysis.maxWeight: -1 is outside 1..=100",
+        ),
+        (
+            "stepWeight: 5",
+            "stepWeights: [10, 5]",
+            "spec.analysis.stepWeights[1]: 5 is not above the previous step",
+        ),
+        (
+            "stepWeight: 5",
+            "stepWeight: 5\n    iterations: 10",
+            "spec.analysis.iterations: set together with stepWeight/stepWeights",
+        ),
+        (
+            "interval: 1m",
+            "interval: 1 minute",
+            "spec.analysis.interval: `1 minute`",
+        ),
+        (
+            "provider: appmesh:v1beta2",
+            "provider: linkerd2",
+            "spec.provider: unknown provider `linkerd2`",
+        ),
+        (
+            "provider: appmesh:v1beta2",
+            "provider: istio",
+            "spec.provider: `istio` is not supported by Fledge",
+        ),
+        (
+            "      thresholdRange:\n        min: 99\n",
+            "",
+            "spec.analysis.metrics[0] (request-success-rate): has no threshold",
+        ),
+        (
+            "    - name: request-duration",
+            "    - name: error-rate",
+            "spec.analysis.metrics[1] (error-rate): has no templateRef or query",
+        ),
+        (
+            "      type: pre-rollout",
+            "      type: pre-rolout",
+            "spec.analysis.webhooks[0] (acceptance-test).type: unknown type `pre-rolout`",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert!(GUIDE.contains(from), "fixture `{from}`");
+        let errs = errors(&GUIDE.replacen(from, to, 1));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with(expected) && e.contains("; ")),
+            "{expected}: {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_target_ref_says_how_to_write_one() {
+    let text = GUIDE.replace(
+        "  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: podinfo\n",
+        "",
+    );
+    let errs = errors(&text);
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("spec.targetRef: missing; set targetRef")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn header_matches_need_exactly_one_valid_comparison() {
+    let ab = include_str!("../../../../examples/podinfo/canary-ab-cookie.yaml");
+    let errs = errors(&ab.replace("^(.*?;)?(canary=insider)(;.*)?$", "(unclosed"));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("match[0].headers.cookie.regex: `(unclosed` does not compile")),
+        "{errs:?}"
+    );
+    let header = include_str!("../../../../examples/podinfo/canary-ab-header.yaml");
+    let errs = errors(&header.replace(
+        "exact: \"insider\"",
+        "exact: \"insider\"\n          prefix: \"in\"",
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("has 2 comparisons; give exactly one")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn fields_app_mesh_does_not_use_load_with_warnings() {
+    let text = GUIDE.replace(
+        "  service:\n",
+        "  service:\n    hosts: [app.example.com]\n    gateways: [public-gateway]\n    apex:\n      annotations: {a: b}\n",
+    )
+    .replace("    threshold: 5\n", "    threshold: 5\n    sessionAffinity: {cookieName: flagger-cookie}\n    mirror: true\n");
+    let v = validate(&canary(&text)).expect("loads");
+    let fields: Vec<_> = v.warnings.iter().map(|w| w.field.as_str()).collect();
+    for f in [
+        "spec.service.hosts",
+        "spec.service.gateways",
+        "spec.analysis.sessionAffinity",
+        "spec.analysis.mirror",
+    ] {
+        assert!(fields.contains(&f), "{f} in {fields:?}");
+    }
+    assert!(!v.rollout.analysis.mirror);
+}
+
+#[test]
+fn no_analysis_means_skip_analysis() {
+    let head = GUIDE
+        .split("  # define the canary analysis")
+        .next()
+        .expect("head");
+    let v = validate(&canary(head)).expect("valid");
+    assert!(v.rollout.skip_analysis);
+}

@@ -1,0 +1,543 @@
+//! One step of a Canary: Flagger's phases, webhook order and promotion, with
+//! every judgement asked of the policy.
+use super::messages::{self as msg, alert};
+use super::rollout::{Rollout, Severity};
+use super::{Action, Alert, Event, Judge, Observations, Outcome, Request, Status, Tick};
+use fledge_policy::{
+    Decision, MetricResult, MetricValue, Phase, PolicyInput, Readiness, RoutePlan, State, Strategy,
+    WebhookKind, WebhookResult,
+};
+
+/// Runs one step of `rollout` from `status` with what was observed.
+pub fn step(rollout: &Rollout, status: &Status, obs: &Observations, judge: &dyn Judge) -> Outcome {
+    let mut t = Step::new(rollout, status, obs);
+    if rollout.suspend {
+        t.normal("Suspended", msg::suspended());
+        return t.done();
+    }
+    t.actions.push(Action::EnsureObjects);
+    match run(&mut t, judge) {
+        Ok(()) => t.done(),
+        Err(request) => Outcome::Need(request),
+    }
+}
+
+/// A step in progress. `Err(Request)` from any stage means "ask the shell".
+struct Step<'a> {
+    r: &'a Rollout,
+    obs: &'a Observations,
+    old: &'a Status,
+    status: Status,
+    actions: Vec<Action>,
+}
+
+type Stage = Result<(), Request>;
+
+impl<'a> Step<'a> {
+    fn new(r: &'a Rollout, old: &'a Status, obs: &'a Observations) -> Self {
+        Step {
+            r,
+            obs,
+            old,
+            status: old.clone(),
+            actions: Vec::new(),
+        }
+    }
+
+    fn done(mut self) -> Outcome {
+        if self.status.phase != self.old.phase {
+            self.status.last_transition = self.obs.now;
+        }
+        Outcome::Done(Tick {
+            status: self.status,
+            actions: self.actions,
+            requeue: self.r.interval(),
+        })
+    }
+
+    fn event(&mut self, warning: bool, reason: &'static str, message: String) {
+        self.actions.push(Action::Event(Event {
+            warning,
+            reason,
+            message,
+            log: None,
+        }));
+    }
+    fn normal(&mut self, reason: &'static str, message: String) {
+        self.event(false, reason, message)
+    }
+    fn warning(&mut self, reason: &'static str, message: String) {
+        self.event(true, reason, message)
+    }
+    fn alert(&mut self, severity: Severity, message: impl Into<String>, muted: bool) {
+        self.actions.push(Action::Alert(Alert {
+            severity,
+            message: message.into(),
+            muted,
+        }));
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        self.status.phase = phase;
+    }
+
+    /// The results of this step's webhooks of `kind`, calling them first if needed.
+    fn hooks(&self, kind: WebhookKind, phase: Phase) -> Result<&'a [WebhookResult], Request> {
+        if !self.r.has_webhooks(kind) {
+            return Ok(&[]);
+        }
+        match self.obs.webhooks.get(&kind) {
+            Some(results) => Ok(results),
+            None => Err(Request::Webhooks { kind, phase }),
+        }
+    }
+
+    /// Emits `<Type> check <hook> passed` for each passed hook of a gate.
+    fn passed_events(&mut self, results: &[WebhookResult]) {
+        for h in results.iter().filter(|h| h.passed) {
+            self.normal("Synced", msg::check_passed(h.kind, &h.name));
+        }
+    }
+}
+
+fn first_failed(results: &[WebhookResult]) -> Option<&WebhookResult> {
+    results.iter().find(|h| !h.passed)
+}
+
+fn run(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
+    let phase = t.old.phase;
+    if phase == Phase::Initializing {
+        return initialize(t);
+    }
+    let active = matches!(
+        phase,
+        Phase::Progressing
+            | Phase::Waiting
+            | Phase::WaitingPromotion
+            | Phase::Promoting
+            | Phase::Finalising
+    );
+    let changed = revision_changed(t.old, &t.obs.revision);
+    if !active && !changed {
+        return Ok(());
+    }
+    let analysing = matches!(
+        phase,
+        Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting
+    );
+    // In the analysis phases the policy judges readiness; before them the
+    // host only waits for a healthy primary.
+    if !analysing && !t.r.skip_analysis {
+        if let Readiness::NotReady(why) | Readiness::DeadlineExceeded(why) = &t.obs.primary_ready {
+            t.warning("NotReady", why.clone());
+            return Ok(());
+        }
+    }
+    if !active || phase == Phase::Waiting {
+        return start(t);
+    }
+    if matches!(phase, Phase::Progressing | Phase::WaitingPromotion)
+        && t.obs.revision != t.old.last_applied_spec
+    {
+        t.normal("Restart", msg::restart(t.r));
+        t.actions.push(Action::SetRoutes(RoutePlan::weighted(0)));
+        t.status = Status {
+            phase: Phase::Progressing,
+            last_applied_spec: t.obs.revision.clone(),
+            ..t.old.clone()
+        };
+        t.status.canary_weight = 0;
+        t.status.failed_checks = 0;
+        t.status.iterations = 0;
+        return Ok(());
+    }
+    if t.r.skip_analysis {
+        return skip_analysis(t);
+    }
+    if phase == Phase::Finalising {
+        return finalise(t);
+    }
+    analyse(t, judge)
+}
+
+/// `lastAppliedSpec` empty, or a revision that is neither the applied nor the
+/// promoted one. Returning to the promoted revision is not a change.
+fn revision_changed(s: &Status, revision: &str) -> bool {
+    s.last_applied_spec.is_empty()
+        || (revision != s.last_applied_spec && revision != s.last_promoted_spec)
+}
+
+fn initialize(t: &mut Step<'_>) -> Stage {
+    if let Readiness::NotReady(why) | Readiness::DeadlineExceeded(why) = &t.obs.primary_ready {
+        t.warning("NotReady", why.clone());
+        return Ok(());
+    }
+    t.actions.push(Action::ScaleCanaryToZero);
+    t.status = Status {
+        phase: Phase::Initialized,
+        last_applied_spec: t.obs.revision.clone(),
+        last_promoted_spec: t.obs.revision.clone(),
+        ..Status::default()
+    };
+    t.normal("Initialized", msg::initialized(t.r));
+    t.alert(Severity::Info, alert::INITIALIZED, false);
+    Ok(())
+}
+
+/// A new revision: confirm-rollout gate, then scale the canary up.
+fn start(t: &mut Step<'_>) -> Stage {
+    let gate = t.hooks(WebhookKind::ConfirmRollout, t.old.phase)?;
+    if let Some(closed) = first_failed(gate) {
+        if t.old.phase != Phase::Waiting {
+            let text = msg::waiting_approval(t.r, &closed.name);
+            let muted =
+                t.r.webhooks_of(WebhookKind::ConfirmRollout)
+                    .any(|w| w.name == closed.name && w.mute_alert);
+            t.warning("Halt", text);
+            t.alert(Severity::Warn, alert::WAITING_APPROVAL, muted);
+            t.set_phase(Phase::Waiting);
+        }
+        return Ok(());
+    }
+    t.passed_events(gate);
+    t.actions.push(Action::Event(Event {
+        warning: false,
+        reason: "NewRevision",
+        message: msg::new_revision_event(t.r),
+        log: Some(msg::new_revision_log(t.r)),
+    }));
+    t.alert(Severity::Info, alert::NEW_REVISION, false);
+    t.actions.push(Action::ScaleCanaryUp);
+    t.status = Status {
+        phase: Phase::Progressing,
+        canary_weight: 0,
+        failed_checks: 0,
+        iterations: 0,
+        last_applied_spec: t.obs.revision.clone(),
+        ..t.old.clone()
+    };
+    Ok(())
+}
+
+fn skip_analysis(t: &mut Step<'_>) -> Stage {
+    if let Readiness::NotReady(why) | Readiness::DeadlineExceeded(why) = &t.obs.canary_ready {
+        t.warning("NotReady", why.clone());
+        return Ok(());
+    }
+    t.actions.push(Action::SetRoutes(RoutePlan::weighted(0)));
+    t.normal("Promote", msg::copying(t.r));
+    t.actions.push(Action::PromoteToPrimary);
+    t.actions.push(Action::ScaleCanaryToZero);
+    succeed(t, msg::promotion_skipped(t.r), alert::SKIPPED)
+}
+
+fn finalise(t: &mut Step<'_>) -> Stage {
+    t.actions.push(Action::ScaleCanaryToZero);
+    succeed(t, msg::promotion_completed(t.r), alert::SUCCEEDED)
+}
+
+fn succeed(t: &mut Step<'_>, text: String, alert_text: &str) -> Stage {
+    let post = t.hooks(WebhookKind::PostRollout, Phase::Succeeded)?;
+    post_rollout_events(t, post);
+    t.status = Status {
+        phase: Phase::Succeeded,
+        canary_weight: 0,
+        failed_checks: 0,
+        iterations: 0,
+        last_promoted_spec: t.old.last_applied_spec.clone(),
+        ..t.old.clone()
+    };
+    t.normal("Succeeded", text);
+    t.alert(Severity::Info, alert_text, false);
+    Ok(())
+}
+
+fn post_rollout_events(t: &mut Step<'_>, post: &[WebhookResult]) {
+    for h in post {
+        if h.passed {
+            t.normal("Synced", msg::check_passed(h.kind, &h.name));
+        } else {
+            t.warning("Synced", msg::post_rollout_failed(&h.name, &h.message));
+        }
+    }
+}
+
+/// Progressing, WaitingPromotion and Promoting: gather this step's checks, ask
+/// the policy, apply its decision.
+fn analyse(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
+    let phase = t.old.phase;
+    let r = t.r;
+    let ready = matches!(t.obs.canary_ready, Readiness::Ready)
+        && matches!(t.obs.primary_ready, Readiness::Ready);
+    let mut webhooks: Vec<WebhookResult> = Vec::new();
+    let mut metrics: &[MetricResult] = &[];
+    // I/O is gated the way Flagger gates it: nothing while a Deployment is
+    // rolling out, nothing once the threshold is reached, nothing after the
+    // first failure. Judging what was gathered is the policy's job.
+    let judging = ready && phase != Phase::Promoting;
+    if judging {
+        let rollback = t.hooks(WebhookKind::Rollback, phase)?;
+        webhooks.extend_from_slice(rollback);
+        let manual_rollback = rollback.iter().any(|h| h.passed);
+        if !manual_rollback && t.old.failed_checks < r.analysis.threshold {
+            let first_step = t.obs.routes.canary == 0 && t.old.iterations == 0;
+            let kind = if first_step {
+                WebhookKind::PreRollout
+            } else {
+                WebhookKind::Rollout
+            };
+            let hooks = t.hooks(kind, phase)?;
+            webhooks.extend_from_slice(hooks);
+            if first_step {
+                let passed: Vec<WebhookResult> = hooks.to_vec();
+                t.passed_events(&passed);
+            } else if first_failed(hooks).is_none() {
+                metrics = gather_metrics(t)?;
+            }
+        }
+    }
+
+    let input = policy_input(t, webhooks, metrics.to_vec());
+    let decision = match judge.decide(&input) {
+        Ok(d) => guard(t, d),
+        // A policy that cannot judge must not keep a bad canary alive: at the
+        // threshold the host rolls back on its own.
+        Err(_) if t.old.failed_checks >= r.analysis.threshold && phase != Phase::Promoting => {
+            Decision::Rollback(format!(
+                "failed checks threshold reached {}",
+                t.old.failed_checks
+            ))
+        }
+        Err(e) => Decision::failed_check(msg::policy_failed(&e.0)),
+    };
+    apply(t, decision)
+}
+
+/// Queries metrics one at a time, built-in ones first, up to and including
+/// the first that is out of range or failed.
+fn gather_metrics<'a>(t: &Step<'a>) -> Result<&'a [MetricResult], Request> {
+    let r = t.r;
+    let builtin = |i: &usize| matches!(r.metrics[*i].source, super::rollout::MetricSource::Builtin);
+    let order: Vec<usize> = (0..r.metrics.len())
+        .filter(builtin)
+        .chain((0..r.metrics.len()).filter(|i| !builtin(i)))
+        .collect();
+    let got = &t.obs.metrics;
+    if let Some(last) = got.last() {
+        let spec = &r.metrics[order[got.len() - 1]];
+        let stop = match last.value {
+            MetricValue::Value(v) => !spec.in_range(v),
+            MetricValue::Error(_) => true,
+        };
+        if stop {
+            return Ok(got);
+        }
+    }
+    match order.get(got.len()) {
+        Some(&index) => Err(Request::Metric { index }),
+        None => Ok(got),
+    }
+}
+
+fn policy_input(
+    t: &Step<'_>,
+    webhooks: Vec<WebhookResult>,
+    metrics: Vec<MetricResult>,
+) -> PolicyInput {
+    PolicyInput {
+        canary: t.r.id(),
+        strategy: t.r.strategy,
+        analysis: t.r.analysis.clone(),
+        state: State {
+            phase: t.old.phase,
+            canary_weight: t.obs.routes.canary,
+            primary_weight: t.obs.routes.primary,
+            iteration: t.old.iterations,
+            failed_checks: t.old.failed_checks,
+            seconds_in_phase: (t.obs.now - t.old.last_transition).max(0) as u64,
+        },
+        metrics,
+        webhooks,
+        canary_ready: t.obs.canary_ready.clone(),
+        primary_ready: t.obs.primary_ready.clone(),
+    }
+}
+
+/// Safety rules that hold whatever the policy says: never promote at or
+/// above the failed-check threshold, never exceed the maximum weight.
+fn guard(t: &Step<'_>, d: Decision) -> Decision {
+    let r = t.r;
+    match &d {
+        Decision::Promote if t.old.failed_checks >= r.analysis.threshold => Decision::failed_check(
+            msg::policy_failed("promotion refused: failed checks reached the threshold"),
+        ),
+        Decision::Advance(a)
+            if r.strategy == Strategy::Canary
+                && t.old.phase != Phase::Promoting
+                && a.route.canary_weight > r.analysis.effective_max_weight() =>
+        {
+            Decision::failed_check(msg::policy_failed(&format!(
+                "canary weight {} is above the maximum {}",
+                a.route.canary_weight,
+                r.analysis.effective_max_weight()
+            )))
+        }
+        Decision::Advance(a) if a.route.canary_weight + a.route.primary_weight != 100 => {
+            Decision::failed_check(msg::policy_failed("weights do not add up to 100"))
+        }
+        _ => d,
+    }
+}
+
+fn apply(t: &mut Step<'_>, decision: Decision) -> Stage {
+    let r = t.r;
+    let phase = t.old.phase;
+    match decision {
+        Decision::Wait(why) => {
+            t.warning("NotReady", why);
+            Ok(())
+        }
+        Decision::Hold(h) => {
+            t.warning("Halt", msg::halt(r, &h.reason));
+            if h.failed_check {
+                t.status.failed_checks = t.old.failed_checks.saturating_add(1);
+            }
+            Ok(())
+        }
+        Decision::Rollback(reason) => rollback(t, &reason),
+        Decision::Promote if phase == Phase::Promoting => Ok(()),
+        Decision::Promote => {
+            if !gate(t, WebhookKind::ConfirmPromotion)? {
+                return Ok(());
+            }
+            t.normal("Promote", msg::copying(r));
+            t.actions.push(Action::PromoteToPrimary);
+            t.set_phase(Phase::Promoting);
+            Ok(())
+        }
+        Decision::Advance(a) if phase == Phase::Promoting => {
+            let primary = a.route.primary_weight;
+            let stepped = r.analysis.step_weight_promotion.is_some_and(|s| s > 0);
+            t.actions.push(Action::SetRoutes(a.route.clone()));
+            if stepped {
+                t.normal("Advance", msg::advance_primary(r, primary));
+            } else if primary == 100 {
+                t.normal("Advance", msg::routing_all_to_primary());
+            }
+            t.status.canary_weight = a.route.canary_weight;
+            if primary == 100 {
+                t.set_phase(Phase::Finalising);
+                t.status.canary_weight = 0;
+            }
+            Ok(())
+        }
+        Decision::Advance(a) => match r.strategy {
+            Strategy::Canary => {
+                if a.route.canary_weight > t.obs.routes.canary
+                    && !gate(t, WebhookKind::ConfirmTrafficIncrease)?
+                {
+                    return Ok(());
+                }
+                let w = a.route.canary_weight;
+                t.actions.push(Action::SetRoutes(a.route));
+                t.status.canary_weight = w;
+                t.normal("Advance", msg::advance_weight(r, w));
+                Ok(())
+            }
+            Strategy::AbTesting | Strategy::BlueGreen => {
+                let of = r.analysis.iterations.unwrap_or(0);
+                if a.iteration > of {
+                    // Blue/green after its iterations: the traffic switch is
+                    // the promotion's first step, behind its gate.
+                    if !gate(t, WebhookKind::ConfirmPromotion)? {
+                        return Ok(());
+                    }
+                    t.normal("Advance", msg::routing_all_to_canary());
+                } else {
+                    t.normal("Advance", msg::advance_iteration(r, a.iteration, of));
+                }
+                t.actions.push(Action::SetRoutes(a.route));
+                t.status.iterations = a.iteration;
+                Ok(())
+            }
+        },
+    }
+}
+
+/// A confirm-* gate: `Ok(true)` when open. When closed the canary holds (and
+/// for confirm-promotion waits in WaitingPromotion); no failed check.
+fn gate(t: &mut Step<'_>, kind: WebhookKind) -> Result<bool, Request> {
+    let results = t.hooks(kind, t.old.phase)?;
+    if let Some(closed) = first_failed(results) {
+        let name = closed.name.clone();
+        let muted =
+            t.r.webhooks_of(kind)
+                .any(|w| w.name == name && w.mute_alert);
+        match kind {
+            WebhookKind::ConfirmPromotion => {
+                if t.old.phase != Phase::WaitingPromotion {
+                    t.warning("Halt", msg::waiting_promotion(t.r, &name));
+                    t.alert(Severity::Warn, alert::WAITING_PROMOTION, muted);
+                }
+                t.set_phase(Phase::WaitingPromotion);
+            }
+            _ => {
+                t.warning("Halt", msg::waiting_traffic_increase(t.r, &name));
+                t.alert(Severity::Warn, alert::WAITING_TRAFFIC, muted);
+            }
+        }
+        return Ok(false);
+    }
+    t.passed_events(results);
+    Ok(true)
+}
+
+fn rollback(t: &mut Step<'_>, reason: &str) -> Stage {
+    let r = t.r;
+    if t.old.phase == Phase::Promoting {
+        // The primary cannot take the new version: keep serving from the
+        // canary, which passed its analysis, and stop.
+        let post = t.hooks(WebhookKind::PostRollout, Phase::Failed)?;
+        t.warning("Rollback", msg::promotion_failed(r, reason));
+        t.alert(
+            Severity::Error,
+            format!("Promotion failed, primary not ready: {reason}"),
+            false,
+        );
+        t.actions.push(Action::SetRoutes(RoutePlan::weighted(100)));
+        post_rollout_events(t, post);
+        t.status = Status {
+            phase: Phase::Failed,
+            canary_weight: 100,
+            failed_checks: 0,
+            iterations: 0,
+            ..t.old.clone()
+        };
+        return Ok(());
+    }
+    let post = t.hooks(WebhookKind::PostRollout, Phase::Failed)?;
+    t.warning("Rollback", msg::rolling_back(r, reason));
+    if let Some(n) = reason.strip_prefix("failed checks threshold reached ") {
+        t.alert(
+            Severity::Error,
+            format!("Failed checks threshold reached {n}"),
+            false,
+        );
+    } else if reason == "manual webhook invoked" {
+        t.alert(Severity::Warn, alert::MANUAL_ROLLBACK, false);
+    } else {
+        t.alert(Severity::Error, format!("Rolling back: {reason}"), false);
+    }
+    t.actions.push(Action::SetRoutes(RoutePlan::weighted(0)));
+    t.warning("Rollback", msg::canary_failed(r));
+    t.actions.push(Action::ScaleCanaryToZero);
+    post_rollout_events(t, post);
+    t.status = Status {
+        phase: Phase::Failed,
+        canary_weight: 0,
+        failed_checks: 0,
+        iterations: 0,
+        ..t.old.clone()
+    };
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! How a simulation is printed: log lines (`text`), Kubernetes Events
+//! (`events`), or one JSON object per line (`json`).
+use super::{Record, Report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The `msg` of each log line, as `kubectl logs deploy/flagger | jq .msg` shows.
+    Text,
+    /// The Event notes, as `kubectl describe canary` lists them.
+    Events,
+    /// One JSON object per line with ts, msg, phase, canaryWeight, failedChecks, iteration.
+    Json,
+}
+
+/// The lines of `report` in `format`; bootstrap lines only if asked for.
+pub fn render(report: &Report, format: Format, bootstrap: bool) -> Vec<String> {
+    report
+        .records
+        .iter()
+        .filter(|r| bootstrap || !r.bootstrap)
+        .map(|r| match format {
+            Format::Text => r.msg.clone(),
+            Format::Events => r.event.clone(),
+            Format::Json => json_line(&report.canary, r),
+        })
+        .collect()
+}
+
+fn json_line(canary: &str, r: &Record) -> String {
+    serde_json::json!({
+        "ts": rfc3339(r.ts),
+        "level": if r.warning { "warn" } else { "info" },
+        "msg": r.msg,
+        "canary": canary,
+        "phase": r.phase.as_str(),
+        "canaryWeight": r.canary_weight,
+        "failedChecks": r.failed_checks,
+        "iteration": r.iteration,
+    })
+    .to_string()
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Days to civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_of_the_simulation_epoch() {
+        assert_eq!(super::rfc3339(super::super::START), "2026-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_827_696), "2000-02-29T12:34:56Z");
+    }
+}
