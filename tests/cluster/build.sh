@@ -115,6 +115,9 @@ build_kwok() {
 }
 
 mkdir -p "$cache"
+# One build at a time per cache (concurrent test runs may all find the binaries missing).
+exec 9>"$cache/.build.lock"
+flock 9
 start=$(date +%s)
 # Small ones first, so a broken toolchain shows up before the long Kubernetes build.
 build_etcd
