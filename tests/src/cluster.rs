@@ -797,6 +797,32 @@ fn group_members(pgid: i32, dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Live processes whose command line mentions `dir` (every process a cluster starts gets paths
+/// inside its directory as arguments).
+pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true);
+            !zombie
+                && fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                    .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// Stops a cluster left running by [`Cluster::detach`] (or by a test process that was killed)
 /// and removes its directory.
 pub fn stop_detached(dir: &Path) -> Result<()> {

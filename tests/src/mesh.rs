@@ -732,7 +732,9 @@ impl Engine {
         };
         let behaviour = self.behaviour(&backend_key).clone();
 
-        let acc = self.error_acc.entry(backend_key.clone()).or_insert(0.0);
+        // Errors and latencies are spread per pod, so every pod of a backend behaves the same.
+        let pod_key = format!("{backend_key}/{}", ep.pod);
+        let acc = self.error_acc.entry(pod_key.clone()).or_insert(0.0);
         *acc += behaviour.error_ratio;
         let code = if *acc >= 1.0 - 1e-9 {
             *acc -= 1.0;
@@ -741,7 +743,7 @@ impl Engine {
             200
         };
 
-        let seq = self.latency_seq.entry(backend_key.clone()).or_insert(0);
+        let seq = self.latency_seq.entry(pod_key).or_insert(0);
         *seq += 1;
         let latency = sample_latency(&behaviour.latency, *seq);
 

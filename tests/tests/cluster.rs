@@ -1,1 +1,696 @@
+//! End-to-end tests against a real local control plane (see `tests/src/cluster.rs`).
+//!
+//! All tests share one cluster, started on first use and stopped when the test process exits;
+//! each test works in its own namespace. The binaries come from `tests/cluster/build.sh` (run
+//! automatically when missing); `FLEDGE_SKIP_CLUSTER=1` skips these tests and says so.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use fledge_e2e::cluster::{
+    assets_dir, create_namespace, processes_mentioning, read_manifest, shared, skip_requested,
+    FIELD_MANAGER,
+};
+use fledge_e2e::mesh::{SimConfig, StateView};
+use fledge_e2e::{http, prometheus, Cluster, ClusterOptions};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::discovery::{pinned_kind, Scope};
+use kube::Client;
+use serde_json::{json, Value};
+
+fn world(test: &str) -> Option<&'static Cluster> {
+    if skip_requested(test) {
+        return None;
+    }
+    let sim = PathBuf::from(env!("CARGO_BIN_EXE_mesh-sim"));
+    match shared(Some(sim)) {
+        Ok(c) => Some(c),
+        Err(e) => panic!("starting the test cluster failed: {e:#}"),
+    }
+}
+
+fn manifest(name: &str) -> Vec<Value> {
+    let path = assets_dir().join(name);
+    read_manifest(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+}
+
+/// Server-side applies any object (kind resolved through discovery) into `namespace` (ignored
+/// for cluster-scoped kinds) and returns what the server stored.
+async fn apply(
+    client: &Client,
+    namespace: &str,
+    obj: &Value,
+    params: &PatchParams,
+) -> Result<DynamicObject> {
+    let api_version = obj["apiVersion"].as_str().context("apiVersion")?;
+    let kind = obj["kind"].as_str().context("kind")?;
+    let name = obj["metadata"]["name"].as_str().context("metadata.name")?;
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let (ar, caps) = pinned_kind(client, &GroupVersionKind::gvk(group, version, kind))
+        .await
+        .with_context(|| format!("discovering {api_version} {kind}"))?;
+    let mut obj = obj.clone();
+    let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+        obj["metadata"]["namespace"] = json!(namespace);
+        Api::namespaced_with(client.clone(), namespace, &ar)
+    } else {
+        Api::all_with(client.clone(), &ar)
+    };
+    api.patch(name, params, &Patch::Apply(&obj))
+        .await
+        .with_context(|| format!("applying {kind} {name}"))
+}
+
+/// Runs kubectl with `input` on stdin.
+async fn kubectl_with_stdin(
+    cluster: &Cluster,
+    args: &[&str],
+    input: &str,
+) -> Result<std::process::Output> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut cmd = cluster.kubectl();
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let input = input.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().context("starting kubectl")?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(input.as_bytes())?;
+        child.wait_with_output().context("waiting for kubectl")
+    })
+    .await?
+}
+
+fn ssa() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until a Deployment's latest generation is fully rolled out and available; returns the
+/// `availableReplicas` values seen on the way.
+async fn wait_rolled_out(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<Vec<i32>> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let d = api.get(name).await?;
+        let status = d.status.clone().unwrap_or_default();
+        let available = status.available_replicas.unwrap_or(0);
+        if seen.last() != Some(&available) {
+            seen.push(available);
+        }
+        if status.observed_generation >= d.metadata.generation
+            && status.updated_replicas == Some(replicas)
+            && status.replicas == Some(replicas)
+            && available == replicas
+        {
+            return Ok(seen);
+        }
+        if Instant::now() > deadline {
+            bail!("deployment {name} did not roll out within 90 s: {status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn podinfo_deployment(name: &str, app: &str, replicas: i32) -> Value {
+    let mut d = manifest("manifests/podinfo-deployment.yaml").remove(0);
+    d["metadata"]["name"] = json!(name);
+    d["metadata"]["labels"]["app"] = json!(app);
+    d["spec"]["replicas"] = json!(replicas);
+    d["spec"]["selector"]["matchLabels"]["app"] = json!(app);
+    d["spec"]["template"]["metadata"]["labels"]["app"] = json!(app);
+    d
+}
+
+async fn pods_of(client: &Client, namespace: &str, selector: &str) -> Result<Vec<Pod>> {
+    Ok(Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items)
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// (a) The guide's podinfo Deployment rolls out on kwok nodes, and an image change rolls out a
+/// new ReplicaSet.
+#[tokio::test]
+async fn deployment_rolls_out_and_updates() -> Result<()> {
+    let Some(cluster) = world("deployment_rolls_out_and_updates") else {
+        return Ok(());
+    };
+    let client = cluster.client().await?;
+    let ns = "e2e-rollout";
+    create_namespace(&client, ns, &[]).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+
+    apply(
+        &client,
+        ns,
+        &podinfo_deployment("podinfo", "podinfo", 2),
+        &ssa(),
+    )
+    .await?;
+    let seen = wait_rolled_out(&deployments, "podinfo", 2).await?;
+    assert_eq!(seen.last(), Some(&2), "availableReplicas history {seen:?}");
+    assert!(
+        seen.first().is_some_and(|f| *f < 2),
+        "availableReplicas should rise from below 2, saw {seen:?}"
+    );
+
+    let pods = pods_of(&client, ns, "app=podinfo").await?;
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        assert!(node.starts_with("kwok-node-"), "pod scheduled to {node:?}");
+        assert!(pod_ready(p), "pod {:?} not Ready", p.metadata.name);
+        let ip = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_default();
+        assert!(
+            ip.starts_with("10.244."),
+            "pod IP {ip:?} not from the kwok CIDR"
+        );
+    }
+
+    // The guide's trigger: `kubectl set image deployment/podinfo podinfod=...:6.0.1`.
+    let new_image = "ghcr.io/stefanprodan/podinfo:6.0.1";
+    let patch = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "podinfod", "image": new_image}
+    ]}}}});
+    deployments
+        .patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await?;
+    wait_rolled_out(&deployments, "podinfo", 2).await?;
+
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let sets = rs_api
+        .list(&ListParams::default().labels("app=podinfo"))
+        .await?
+        .items;
+    assert_eq!(sets.len(), 2, "expected the old and the new ReplicaSet");
+    let image_of = |rs: &ReplicaSet| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.spec.as_ref())
+            .map(|s| s.containers[0].image.clone().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    for rs in &sets {
+        let want = if image_of(rs) == new_image { 2 } else { 0 };
+        assert_eq!(
+            rs.spec.as_ref().and_then(|s| s.replicas),
+            Some(want),
+            "ReplicaSet {:?} ({})",
+            rs.metadata.name,
+            image_of(rs)
+        );
+    }
+    // Old pods are gone (kwok finishes their deletion) and the new ones run the new image.
+    let pods = wait_for("old pods to go away", Duration::from_secs(60), || async {
+        let pods = pods_of(&client, ns, "app=podinfo").await?;
+        let all_new = pods.iter().all(|p| {
+            p.spec.as_ref().map(|s| s.containers[0].image.as_deref()) == Some(Some(new_image))
+        });
+        Ok((pods.len() == 2 && all_new).then_some(pods))
+    })
+    .await?;
+    assert!(pods.iter().all(pod_ready));
+    Ok(())
+}
+
+/// (b) Every App Mesh kind is accepted with a valid object and stored unchanged; a misspelled
+/// field is pruned (or, with strict validation as kubectl uses, rejected), and a misspelled
+/// required field is rejected.
+#[tokio::test]
+async fn appmesh_crds_accept_valid_objects_and_prune_typos() -> Result<()> {
+    let Some(cluster) = world("appmesh_crds_accept_valid_objects_and_prune_typos") else {
+        return Ok(());
+    };
+    let client = cluster.client().await?;
+    let ns = "e2e-appmesh";
+    create_namespace(&client, ns, &[("fledge.example/mesh", "fledge-e2e")]).await?;
+
+    let docs = manifest("fixtures/appmesh-all-kinds.yaml");
+    let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "GatewayRoute",
+            "Mesh",
+            "VirtualGateway",
+            "VirtualNode",
+            "VirtualRouter",
+            "VirtualService"
+        ])
+    );
+    for doc in &docs {
+        let stored = apply(&client, ns, doc, &ssa().validation_strict()).await?;
+        assert_eq!(
+            stored.data["spec"], doc["spec"],
+            "{} {}: the server changed the spec",
+            doc["kind"], doc["metadata"]["name"]
+        );
+    }
+
+    // A typo inside spec: `backendDefault` instead of `backendDefaults`.
+    let mut typo = docs
+        .iter()
+        .find(|d| d["kind"] == "VirtualNode")
+        .cloned()
+        .context("fixture has a VirtualNode")?;
+    typo["metadata"]["name"] = json!("typo-node");
+    typo["spec"]["backendDefault"] = json!({"clientPolicy": {}});
+    typo["spec"]["listeners"][0]["portMapping"]["prot"] = json!(9898);
+
+    // kubectl create sends fieldValidation=Strict: the API server refuses, naming both fields.
+    let out =
+        kubectl_with_stdin(cluster, &["create", "-n", ns, "-f", "-"], &typo.to_string()).await?;
+    assert!(
+        !out.status.success(),
+        "a typo must not be created in strict mode"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"unknown field "spec.backendDefault""#)
+            && stderr.contains(r#"unknown field "spec.listeners[0].portMapping.prot""#),
+        "{stderr}"
+    );
+
+    // Without strict validation the object is stored with the unknown fields pruned. (Server-side
+    // apply prunes them even when asked for strict validation: the root of every App Mesh
+    // schema preserves unknown fields, so the apply path does not see them as unknown.)
+    let stored = apply(&client, ns, &typo, &ssa().validation_ignore()).await?;
+    let spec = &stored.data["spec"];
+    assert!(spec.get("backendDefault").is_none(), "not pruned: {spec}");
+    assert!(
+        spec["listeners"][0]["portMapping"].get("prot").is_none(),
+        "not pruned: {spec}"
+    );
+    assert_eq!(spec["listeners"][0]["portMapping"]["port"], 9898);
+    assert_eq!(spec["podSelector"], typo["spec"]["podSelector"]);
+
+    // A misspelled required field leaves the required one missing: rejected.
+    let mut router = docs
+        .iter()
+        .find(|d| d["kind"] == "VirtualRouter")
+        .cloned()
+        .context("fixture has a VirtualRouter")?;
+    router["metadata"]["name"] = json!("typo-router");
+    let target = &mut router["spec"]["routes"][1]["httpRoute"]["action"]["weightedTargets"][0];
+    let weight = target["weight"].take();
+    target.as_object_mut().context("target")?.remove("weight");
+    target["wieght"] = weight;
+    let err = apply(&client, ns, &router, &ssa().validation_ignore())
+        .await
+        .expect_err("a missing required field must be rejected");
+    let err = format!("{err:#}");
+    assert!(err.contains("weight") && err.contains("Required"), "{err}");
+
+    // Bounds and enums from the reference are enforced.
+    let mut bad = docs
+        .iter()
+        .find(|d| d["kind"] == "VirtualRouter")
+        .cloned()
+        .context("fixture has a VirtualRouter")?;
+    bad["metadata"]["name"] = json!("bad-router");
+    bad["spec"]["routes"][0]["httpRoute"]["retryPolicy"]["httpRetryEvents"] = json!(["5xx"]);
+    bad["spec"]["routes"][0]["httpRoute"]["action"]["weightedTargets"][0]["weight"] = json!(101);
+    let err = format!(
+        "{:#}",
+        apply(&client, ns, &bad, &ssa())
+            .await
+            .expect_err("out-of-range values must be rejected")
+    );
+    assert!(err.contains("5xx") && err.contains("101"), "{err}");
+    Ok(())
+}
+
+/// Reads the simulator's view of the mesh.
+fn sim_state(cluster: &Cluster) -> Result<StateView> {
+    let sim = cluster.simulator().context("simulator not started")?;
+    let resp = http::get(sim, "/state")?;
+    ensure!(resp.status == 200, "GET /state: {}", resp.status);
+    Ok(serde_json::from_str(&resp.body)?)
+}
+
+/// (c) Prometheus, scraping the simulator behind a 90/10 router split with 5 % errors on the
+/// canary, answers Flagger's builtin success-rate query for the canary with 95 % (±1 point).
+#[tokio::test]
+async fn prometheus_sees_canary_success_rate() -> Result<()> {
+    let Some(cluster) = world("prometheus_sees_canary_success_rate") else {
+        return Ok(());
+    };
+    let client = cluster.client().await?;
+    let prom = cluster.prometheus().context("prometheus not started")?;
+    let sim = cluster.simulator().context("simulator not started")?;
+    let ns = "e2e-metrics";
+    create_namespace(
+        &client,
+        ns,
+        &[("appmesh.k8s.aws/sidecarInjectorWebhook", "enabled")],
+    )
+    .await?;
+
+    // Behaviour first, so the canary's error series start with its traffic.
+    let mut config: SimConfig = serde_json::from_str(&http::get(sim, "/config")?.body)?;
+    config.routers.insert(
+        format!("{ns}/podinfo"),
+        serde_json::from_value(json!({"rps": 1000}))?,
+    );
+    config.backends.insert(
+        format!("{ns}/podinfo-canary"),
+        serde_json::from_value(json!({"error_ratio": 0.05, "latency": [
+            {"weight": 1.0, "min_ms": 30.0, "max_ms": 45.0}
+        ]}))?,
+    );
+    let resp = http::request(
+        sim,
+        "PUT",
+        "/config",
+        Some(&serde_json::to_string(&config)?),
+    )?;
+    ensure!(
+        resp.status == 204,
+        "PUT /config: {} {}",
+        resp.status,
+        resp.body
+    );
+
+    // Flagger's objects for canary `podinfo`: canary and primary workloads, one virtual node
+    // each, the apex router at 90/10 and its virtual service.
+    apply(
+        &client,
+        ns,
+        &podinfo_deployment("podinfo", "podinfo", 2),
+        &ssa(),
+    )
+    .await?;
+    apply(
+        &client,
+        ns,
+        &podinfo_deployment("podinfo-primary", "podinfo-primary", 2),
+        &ssa(),
+    )
+    .await?;
+    for (node, app) in [
+        ("podinfo-canary", "podinfo"),
+        ("podinfo-primary", "podinfo-primary"),
+    ] {
+        let vn = json!({
+            "apiVersion": "appmesh.k8s.aws/v1beta2",
+            "kind": "VirtualNode",
+            "metadata": {"name": node},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": app}},
+                "listeners": [{"portMapping": {"port": 9898, "protocol": "http"}}],
+                "serviceDiscovery": {"dns": {"hostname": format!("{node}.{ns}.svc.cluster.local.")}}
+            }
+        });
+        apply(&client, ns, &vn, &ssa().validation_strict()).await?;
+    }
+    let router = json!({
+        "apiVersion": "appmesh.k8s.aws/v1beta2",
+        "kind": "VirtualRouter",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "listeners": [{"portMapping": {"port": 9898, "protocol": "http"}}],
+            "routes": [{"name": "podinfo", "httpRoute": {
+                "match": {"prefix": "/"},
+                "action": {"weightedTargets": [
+                    {"virtualNodeRef": {"name": "podinfo-canary"}, "weight": 10},
+                    {"virtualNodeRef": {"name": "podinfo-primary"}, "weight": 90}
+                ]}
+            }}]
+        }
+    });
+    apply(&client, ns, &router, &ssa().validation_strict()).await?;
+    let service = json!({
+        "apiVersion": "appmesh.k8s.aws/v1beta2",
+        "kind": "VirtualService",
+        "metadata": {"name": "podinfo"},
+        "spec": {"provider": {"virtualRouter": {"virtualRouterRef": {"name": "podinfo"}}}}
+    });
+    apply(&client, ns, &service, &ssa().validation_strict()).await?;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    wait_rolled_out(&deployments, "podinfo", 2).await?;
+    wait_rolled_out(&deployments, "podinfo-primary", 2).await?;
+    let canary_pods: BTreeSet<String> = pods_of(&client, ns, "app=podinfo")
+        .await?
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+
+    // The simulator routes to the real pods behind each virtual node.
+    let canary_key = format!("{ns}/podinfo-canary");
+    let primary_key = format!("{ns}/podinfo-primary");
+    wait_for(
+        "the simulator to route to every pod",
+        Duration::from_secs(30),
+        || async {
+            let st = sim_state(cluster)?;
+            let pods = |k: &str| st.backends.get(k).map(|v| v.len()).unwrap_or(0);
+            let canary_requests = st.totals.get(&canary_key).map(|t| t.requests).unwrap_or(0);
+            Ok(
+                (pods(&canary_key) == 2 && pods(&primary_key) == 2 && canary_requests > 0)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let st = sim_state(cluster)?;
+    assert_eq!(
+        st.backends[&canary_key]
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        canary_pods
+    );
+
+    // Give Prometheus a few scrapes of steady traffic, then ask as Flagger would.
+    let success_query = prometheus::appmesh_success_rate_query(ns, "podinfo", "1m");
+    let success = wait_for(
+        "a canary success rate from Prometheus",
+        Duration::from_secs(60),
+        || {
+            let q = success_query.clone();
+            async move {
+                let requests = prometheus::query_value(
+                    prom,
+                    &format!(
+                        "sum(envoy_cluster_upstream_rq{{kubernetes_namespace=\"{ns}\", \
+                     envoy_cluster_name=\"cds_ingress_global_podinfo-canary_{ns}_http_9898\"}})"
+                    ),
+                )?
+                .unwrap_or(0.0);
+                if requests < 600.0 {
+                    return Ok(None);
+                }
+                prometheus::query_value(prom, &q)
+            }
+        },
+    )
+    .await?;
+    assert!(
+        (success - 95.0).abs() <= 1.0,
+        "canary success rate {success:.3}% is not within 1 point of 95%"
+    );
+
+    // The same query for the primary selects only primary pods: no errors there.
+    let primary = prometheus::query_value(
+        prom,
+        &prometheus::appmesh_success_rate_query(ns, "podinfo-primary", "1m"),
+    )?
+    .context("no primary success rate")?;
+    assert!(
+        (primary - 100.0).abs() < 1e-9,
+        "primary success rate {primary}"
+    );
+
+    // The canary pods named in the metrics are exactly the Deployment's pods.
+    let samples = prometheus::query(
+        prom,
+        &format!(
+            "sum by (kubernetes_pod_name) (envoy_cluster_upstream_rq{{kubernetes_namespace=\"{ns}\", \
+             kubernetes_pod_name=~\"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\"}})"
+        ),
+    )?;
+    let named: BTreeSet<String> = samples
+        .iter()
+        .filter_map(|s| s.labels.get("kubernetes_pod_name").cloned())
+        .collect();
+    assert_eq!(named, canary_pods);
+
+    // The router's 90/10 split shows in the request rates.
+    let share = prometheus::query_value(
+        prom,
+        &format!(
+            "sum(rate(envoy_cluster_upstream_rq{{kubernetes_namespace=\"{ns}\", \
+             kubernetes_pod_name=~\"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\"}}[1m])) / \
+             sum(rate(envoy_cluster_upstream_rq{{kubernetes_namespace=\"{ns}\"}}[1m])) * 100"
+        ),
+    )?
+    .context("no traffic share")?;
+    assert!(
+        (share - 10.0).abs() <= 1.0,
+        "canary traffic share {share:.2}%"
+    );
+
+    // Flagger's request-duration query reads the latency histogram: 30-45 ms puts the P99 in
+    // Envoy's 25-50 ms bucket.
+    let p99 = prometheus::query_value(
+        prom,
+        &prometheus::appmesh_request_duration_query(ns, "podinfo", "1m"),
+    )?
+    .context("no canary request duration")?;
+    assert!((25.0..=50.0).contains(&p99), "canary P99 {p99} ms");
+    Ok(())
+}
+
+/// (d) The guide's manifests apply with kubectl (which validates fields strictly).
+#[tokio::test]
+async fn kubectl_applies_the_guide_manifests() -> Result<()> {
+    let Some(cluster) = world("kubectl_applies_the_guide_manifests") else {
+        return Ok(());
+    };
+    let dir = assets_dir().join("manifests");
+    let mut cmd = cluster.kubectl();
+    cmd.arg("apply");
+    // Namespace before the objects in it.
+    for f in [
+        "mesh.yaml",
+        "namespace.yaml",
+        "podinfo-deployment.yaml",
+        "podinfo-hpa.yaml",
+        "gatewayroute.yaml",
+    ] {
+        cmd.arg("-f").arg(dir.join(f));
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "kubectl apply failed:\n{stdout}\n{stderr}"
+    );
+    for expect in [
+        "mesh.appmesh.k8s.aws/global",
+        "namespace/test",
+        "deployment.apps/podinfo",
+        "horizontalpodautoscaler.autoscaling/podinfo",
+        "gatewayroute.appmesh.k8s.aws/podinfo",
+    ] {
+        assert!(stdout.contains(expect), "missing {expect} in:\n{stdout}");
+    }
+    assert!(!stderr.to_lowercase().contains("warning"), "{stderr}");
+
+    let mut rollout = cluster.kubectl();
+    rollout.args([
+        "-n",
+        "test",
+        "rollout",
+        "status",
+        "deployment/podinfo",
+        "--timeout=90s",
+    ]);
+    let out = tokio::task::spawn_blocking(move || rollout.output()).await??;
+    assert!(
+        out.status.success(),
+        "rollout status: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let client = cluster.client().await?;
+    let mesh_ar =
+        ApiResource::from_gvk(&GroupVersionKind::gvk("appmesh.k8s.aws", "v1beta2", "Mesh"));
+    let mesh = Api::<DynamicObject>::all_with(client.clone(), &mesh_ar)
+        .get("global")
+        .await?;
+    assert_eq!(
+        mesh.data["spec"]["namespaceSelector"]["matchLabels"]
+            ["appmesh.k8s.aws/sidecarInjectorWebhook"],
+        "enabled"
+    );
+    Ok(())
+}
+
+/// A second, concurrent cluster does not collide with the shared one, and dropping it while a
+/// panic unwinds kills all of its processes and removes its directory.
+#[test]
+fn dropping_a_cluster_during_a_panic_cleans_up() {
+    if skip_requested("dropping_a_cluster_during_a_panic_cleans_up") {
+        return;
+    }
+    let mut seen: Option<(PathBuf, Vec<u32>, String)> = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let cluster = Cluster::start(ClusterOptions {
+            nodes: 1,
+            appmesh_crds: false,
+            ..ClusterOptions::default()
+        })
+        .expect("starting a second cluster");
+        seen = Some((
+            cluster.dir().to_path_buf(),
+            cluster.pids(),
+            cluster.api_server().to_string(),
+        ));
+        assert!(!processes_mentioning(cluster.dir()).is_empty());
+        panic!("deliberate panic with a running cluster");
+    }));
+    assert!(result.is_err());
+    let (dir, pids, server) = seen.expect("cluster started");
+    assert_eq!(
+        pids.len(),
+        5,
+        "etcd, apiserver, controller manager, scheduler, kwok"
+    );
+    assert!(server.starts_with("https://127.0.0.1:"));
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let left = processes_mentioning(&dir);
+    assert!(left.is_empty(), "processes {left:?} survived");
+}
