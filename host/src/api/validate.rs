@@ -377,7 +377,8 @@ fn analysis(
             "stepWeight wins, as in Flagger; remove one of them",
         ));
     }
-    if present && iterations.is_none() && step_weight.is_none() && step_weights.is_empty() {
+    let set = |v: Option<i64>| v.is_some_and(|v| v != 0);
+    if present && !set(a.iterations) && !set(a.step_weight) && a.step_weights.is_empty() {
         errors.push(issue(
             "spec.analysis",
             "no stepWeight, stepWeights or iterations",

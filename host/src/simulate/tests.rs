@@ -286,6 +286,23 @@ fn a_failing_policy_counts_failed_checks_and_rolls_back_never_promotes() {
     );
 }
 
+#[test]
+fn hostile_policies_are_failed_checks_and_never_promote() {
+    let runtime = PolicyRuntime::new(RuntimeConfig::default()).expect("runtime starts");
+    for fixture in ["endless-loop", "panic", "bad-weight", "memory-bomb"] {
+        let path = std::path::Path::new(env!("FLEDGE_FIXTURE_DIR")).join(format!("{fixture}.wasm"));
+        let bytes = std::fs::read(&path).expect("fixture built by host/build.rs");
+        let policy = runtime.load(&bytes).expect("fixture loads");
+        let report = simulate_with(GUIDE, PROMOTE, &policy);
+        assert_eq!(report.phase, Phase::Failed, "{fixture}");
+        let text = lines(&report, Format::Text);
+        assert!(!text.iter().any(|l| l.starts_with("Copying") || l.starts_with("Advance")), "{fixture}: {text:#?}");
+        let halts = text.iter().filter(|l| l.starts_with("Halt podinfo.test advancement policy failed: ")).count();
+        assert_eq!(halts, 5, "{fixture}: {text:#?}");
+        assert_eq!(text[text.len() - 2], "Rolling back podinfo.test failed checks threshold reached 5", "{fixture}");
+    }
+}
+
 fn with_webhooks(hooks: &str) -> String {
     with_analysis(&format!(
         "    interval: 1m\n    threshold: 2\n    maxWeight: 20\n    stepWeight: 10\n    webhooks:\n{hooks}"

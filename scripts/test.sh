@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit and property tests of the core and the
+# policy runtime (through Wasm), the simulator's guide walkthroughs, and the
+# tests against a local Kubernetes control plane (tests/cluster).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec cargo test --workspace "$@"
