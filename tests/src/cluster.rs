@@ -34,6 +34,15 @@ pub const FIELD_MANAGER: &str = "fledge-e2e";
 /// Set to `1` to skip every test that needs the cluster (the skip is announced on stderr).
 pub const SKIP_ENV: &str = "FLEDGE_SKIP_CLUSTER";
 
+/// Like `eprintln!`, but straight to the process' stderr, so the message shows even when the
+/// test harness captures test output (skips and automatic builds must never be silent).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 const VERSIONS_ENV: &str = include_str!("../cluster/versions.env");
 
 /// The pinned component versions from `tests/cluster/versions.env`.
@@ -197,8 +206,8 @@ impl Binaries {
             }
             Err(missing) => {
                 let script = build_script();
-                eprintln!("fledge-e2e: {missing}");
-                eprintln!(
+                say!("fledge-e2e: {missing}");
+                say!(
                     "fledge-e2e: running {} now (FLEDGE_CLUSTER_NO_BUILD=1 disables this)",
                     script.display()
                 );
@@ -663,6 +672,8 @@ impl Cluster {
             *lock(&self.pgid) = child.id() as i32;
         }
         lock(&self.procs).push(Proc { name, child, log });
+        // Recorded after every start, so a later run can clean up after a killed owner.
+        self.write_state(Some(std::process::id()))?;
         Ok(())
     }
 
@@ -747,7 +758,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn remove_dir(dir: &Path) {
     if non_empty_env("FLEDGE_CLUSTER_KEEP").is_some() {
-        eprintln!(
+        say!(
             "fledge-e2e: keeping {} (FLEDGE_CLUSTER_KEEP)",
             dir.display()
         );
@@ -763,9 +774,16 @@ fn signal_group(pgid: i32, sig: i32) {
     }
 }
 
+/// True while `pid` exists and is not a zombie (a killed process stays a zombie until its parent
+/// or init reaps it).
 fn pid_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 /// Live (non-zombie) members of a process group whose command line mentions `dir`; this guards
@@ -867,7 +885,7 @@ fn reap_stale(runs: &Path) {
         };
         if let Some(owner) = state.owner_pid {
             if !pid_alive(owner) {
-                eprintln!(
+                say!(
                     "fledge-e2e: stopping stale cluster {} (owner {owner} is gone)",
                     state.name
                 );
@@ -1107,7 +1125,7 @@ pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str
 /// True (after saying so on stderr) when `FLEDGE_SKIP_CLUSTER=1`.
 pub fn skip_requested(test: &str) -> bool {
     if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED {test}: {SKIP_ENV}=1 (the cluster tests did not run)");
+        say!("SKIPPED {test}: {SKIP_ENV}=1 (the cluster tests did not run)");
         true
     } else {
         false
@@ -1134,7 +1152,7 @@ pub fn shared(simulator: Option<PathBuf>) -> Result<&'static Cluster> {
             ..ClusterOptions::default()
         })
         .map_err(|e| format!("{e:#}"))?;
-        eprintln!(
+        say!(
             "fledge-e2e: cluster {} up in {:.1}s at {} (kubeconfig {})",
             cluster.name(),
             started.elapsed().as_secs_f64(),
