@@ -69,6 +69,23 @@ fn guide_promotion_events() {
 }
 
 #[test]
+fn bootstrap_initializes_then_waits_for_a_change() {
+    let report = simulate(GUIDE, "trigger: {image: podinfo:2}\nrollout: {primaryReadyAfter: 1}\n");
+    let boot: Vec<_> = report.records.iter().filter(|r| r.bootstrap).collect();
+    // The primary is created on the first step, rolls out on the second, and
+    // the Canary is initialized on the third.
+    assert_eq!(boot.len(), 3);
+    assert_eq!(boot[0].msg, "Waiting for podinfo-primary.test rollout to finish: deployment not found");
+    assert_eq!(boot[1].msg, "Waiting for podinfo-primary.test rollout to finish: 0 of 1 updated replicas are available");
+    assert_eq!(boot[1].phase, Phase::Initializing);
+    assert_eq!(boot[2].msg, "Initialization done! podinfo.test");
+    assert_eq!(boot[2].phase, Phase::Initialized);
+    let all = render(&report, Format::Text, true);
+    assert_eq!(all[2], "Initialization done! podinfo.test");
+    assert_eq!(all[3], "New revision detected! progressing canary analysis for podinfo.test");
+}
+
+#[test]
 fn guide_rollback_log() {
     let report = simulate(GUIDE, ROLLBACK);
     assert_eq!(report.phase, Phase::Failed);

@@ -85,9 +85,9 @@ mod tests {
             Some("request duration 1.20s > 0.5s")
         );
         assert_eq!(
-            threshold_violation("error-rate", MetricUnit::None, 3.14159, None, Some(2.0))
+            threshold_violation("error-rate", MetricUnit::None, 3.25159, None, Some(2.0))
                 .as_deref(),
-            Some("error-rate 3.14 > 2")
+            Some("error-rate 3.25 > 2")
         );
     }
 
