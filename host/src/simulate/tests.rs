@@ -76,7 +76,7 @@ fn bootstrap_initializes_then_waits_for_a_change() {
     // the Canary is initialized on the third.
     assert_eq!(boot.len(), 3);
     assert_eq!(boot[0].msg, "Waiting for podinfo-primary.test rollout to finish: deployment not found");
-    assert_eq!(boot[1].msg, "Waiting for podinfo-primary.test rollout to finish: 0 of 1 updated replicas are available");
+    assert_eq!(boot[1].msg, "Waiting for podinfo-primary.test rollout to finish: 1 out of 2 new replicas have been updated");
     assert_eq!(boot[1].phase, Phase::Initializing);
     assert_eq!(boot[2].msg, "Initialization done! podinfo.test");
     assert_eq!(boot[2].phase, Phase::Initialized);
