@@ -333,6 +333,17 @@ async fn appmesh_crds_accept_valid_objects_and_prune_typos() -> Result<()> {
     assert_eq!(spec["listeners"][0]["portMapping"]["port"], 9898);
     assert_eq!(spec["podSelector"], typo["spec"]["podSelector"]);
 
+    // As upstream, only the root preserves unknown keys: a key next to `spec` is kept.
+    let mut sibling = docs
+        .iter()
+        .find(|d| d["kind"] == "VirtualService")
+        .cloned()
+        .context("fixture has a VirtualService")?;
+    sibling["metadata"]["name"] = json!("typo-service");
+    sibling["specs"] = json!({"provider": {}});
+    let stored = apply(&client, ns, &sibling, &ssa()).await?;
+    assert_eq!(stored.data["specs"], json!({"provider": {}}));
+
     // A misspelled required field leaves the required one missing: rejected.
     let mut router = docs
         .iter()
