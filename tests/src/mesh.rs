@@ -55,6 +55,10 @@ pub struct SimConfig {
     pub mesh: String,
     /// Only look at these namespaces (all when empty).
     pub namespaces: Vec<String>,
+    /// A new pod gets traffic only after its counters have existed this long, as a real pod's
+    /// Envoy is up (and scraped, at zero) before the endpoint reaches its callers. This also lets
+    /// every series of a pod start from zero, so rates over a window compare exactly.
+    pub endpoint_warmup_secs: f64,
 }
 
 impl Default for SimConfig {
@@ -67,6 +71,7 @@ impl Default for SimConfig {
             default_backend: Behaviour::default(),
             mesh: "global".to_string(),
             namespaces: Vec::new(),
+            endpoint_warmup_secs: 2.0,
         }
     }
 }
@@ -163,6 +168,9 @@ impl SimConfig {
             {
                 bail!("{key}: latency needs bands with weight >= 0 and 0 <= min_ms <= max_ms");
             }
+        }
+        if self.endpoint_warmup_secs < 0.0 {
+            bail!("endpoint_warmup_secs must not be negative");
         }
         if self.default_rps < 0.0 || self.routers.values().any(|r| r.rps < 0.0) {
             bail!("rps must not be negative");
@@ -563,6 +571,9 @@ pub struct Engine {
     error_acc: BTreeMap<String, f64>,
     latency_seq: BTreeMap<String, u64>,
     series: BTreeMap<SeriesKey, Series>,
+    /// Engine time (seconds of simulated traffic) at which each series appeared.
+    born: BTreeMap<SeriesKey, f64>,
+    now: f64,
     pod_labels: BTreeMap<(String, String), BTreeMap<String, String>>,
     totals: BTreeMap<String, BackendTotals>,
     unmatched: u64,
@@ -650,6 +661,7 @@ impl Engine {
         }
         self.pod_labels.extend(labels);
         for (sk, codes) in wanted {
+            self.born.entry(sk.clone()).or_insert(self.now);
             let s = self.series.entry(sk).or_insert_with(|| Series {
                 buckets: vec![0; LATENCY_BUCKETS_MS.len()],
                 ..Series::default()
@@ -659,6 +671,7 @@ impl Engine {
             }
         }
         self.series.retain(|k, _| live.contains(k));
+        self.born.retain(|k, _| live.contains(k));
         let pods: BTreeSet<(String, String)> = live
             .iter()
             .map(|k| (k.namespace.clone(), k.pod.clone()))
@@ -668,6 +681,7 @@ impl Engine {
 
     /// Sends `dt_secs` worth of traffic through every router.
     pub fn advance(&mut self, dt_secs: f64) {
+        self.now += dt_secs;
         let routers = std::mem::take(&mut self.routers);
         for router in &routers {
             let key = router.key();
@@ -718,12 +732,26 @@ impl Engine {
             self.no_endpoints += 1;
             return;
         };
-        if backend.endpoints.is_empty() {
+        let warm: Vec<&Endpoint> = backend
+            .endpoints
+            .iter()
+            .filter(|ep| {
+                let sk = SeriesKey {
+                    namespace: backend.namespace.clone(),
+                    pod: ep.pod.clone(),
+                    cluster: backend.cluster_name.clone(),
+                };
+                self.born
+                    .get(&sk)
+                    .is_some_and(|b| self.now - b >= self.config.endpoint_warmup_secs)
+            })
+            .collect();
+        if warm.is_empty() {
             self.no_endpoints += 1;
             return;
         }
         let rr = self.pod_rr.entry(backend_key.clone()).or_insert(0);
-        let ep = &backend.endpoints[*rr % backend.endpoints.len()];
+        let ep = warm[*rr % warm.len()];
         *rr = rr.wrapping_add(1);
         let sk = SeriesKey {
             namespace: backend.namespace.clone(),
@@ -1010,6 +1038,7 @@ mod tests {
     fn weights_and_error_ratio_are_exact() {
         let mut engine = Engine::new(SimConfig {
             default_rps: 1000.0,
+            endpoint_warmup_secs: 0.0,
             ..SimConfig::default()
         })
         .unwrap();
@@ -1047,6 +1076,32 @@ mod tests {
     }
 
     #[test]
+    fn new_pods_get_traffic_after_warmup() {
+        let mut engine = Engine::new(SimConfig {
+            default_rps: 100.0,
+            endpoint_warmup_secs: 2.0,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        engine.set_model(
+            vec![canary_router()],
+            vec![
+                backend("podinfo-canary", &["podinfo-1-a"]),
+                backend("podinfo-primary", &["podinfo-primary-1-a"]),
+            ],
+        );
+        engine.advance(1.0);
+        assert!(engine.state().totals.is_empty());
+        assert_eq!(engine.state().no_endpoints, 100);
+        // Counters exist (at zero) before any traffic arrives.
+        assert!(engine
+            .render()
+            .contains("kubernetes_pod_name=\"podinfo-1-a\",app=\"podinfo-canary\"} 0"));
+        engine.advance(1.0);
+        assert_eq!(engine.state().totals["test/podinfo-canary"].requests, 10);
+    }
+
+    #[test]
     fn header_routes_take_priority() {
         let router = Router::from_spec(
             "test",
@@ -1063,6 +1118,7 @@ mod tests {
         assert_eq!(router.routes[0].name, "podinfo-a");
         let mut engine = Engine::new(SimConfig {
             default_rps: 100.0,
+            endpoint_warmup_secs: 0.0,
             requests: vec![
                 RequestClass {
                     weight: 1.0,

@@ -546,6 +546,7 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
         },
     )
     .await?;
+    println!("canary success rate from Prometheus: {success:.3}%");
     assert!(
         (success - 95.0).abs() <= 1.0,
         "canary success rate {success:.3}% is not within 1 point of 95%"
@@ -586,6 +587,7 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
         ),
     )?
     .context("no traffic share")?;
+    println!("canary share of the router's traffic: {share:.3}%");
     assert!(
         (share - 10.0).abs() <= 1.0,
         "canary traffic share {share:.2}%"
@@ -598,6 +600,7 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
         &prometheus::appmesh_request_duration_query(ns, "podinfo", "1m"),
     )?
     .context("no canary request duration")?;
+    println!("canary P99 from the latency histogram: {p99:.2} ms");
     assert!((25.0..=50.0).contains(&p99), "canary P99 {p99} ms");
     Ok(())
 }
