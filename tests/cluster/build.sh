@@ -50,7 +50,7 @@ build_k8s() {
     for b in "${k8s_bins[@]}"; do want+=("$k8s_dir/bin/$b"); done
     if all_present "${want[@]}"; then return 0; fi
     need_go
-    log "building Kubernetes $KUBERNETES_VERSION (${k8s_bins[*]}) into $k8s_dir/bin; a cold build takes 20-30 minutes on 2 cores"
+    log "building Kubernetes $KUBERNETES_VERSION (${k8s_bins[*]}) into $k8s_dir/bin; a cold build takes about 15 minutes on 2 cores"
     local minor="${KUBERNETES_VERSION#v1.}"
     minor="${minor%%.*}"
     local ldflags="-s -w"
@@ -63,7 +63,7 @@ build_k8s() {
     tmp="$(mktemp -d "$cache/.k8s-build.XXXXXX")"
     (
         cd "$here/gomod/k8s"
-        CGO_ENABLED=0 go build -trimpath -tags selinux,notest -ldflags "$ldflags" -o "$tmp/" \
+        CGO_ENABLED=0 go build -buildvcs=false -trimpath -tags selinux,notest -ldflags "$ldflags" -o "$tmp/" \
             k8s.io/kubernetes/cmd/kube-apiserver \
             k8s.io/kubernetes/cmd/kube-controller-manager \
             k8s.io/kubernetes/cmd/kube-scheduler \
@@ -82,7 +82,7 @@ build_etcd() {
     tmp="$(mktemp -d "$cache/.etcd-build.XXXXXX")"
     (
         cd "$here/gomod/etcd"
-        CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+        CGO_ENABLED=0 go build -buildvcs=false -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
     )
     mkdir -p "$etcd_dir/bin"
     mv -f "$tmp/etcd" "$etcd_dir/bin/etcd"
@@ -100,7 +100,7 @@ build_kwok() {
     tmp="$(mktemp -d "$cache/.kwok-build.XXXXXX")"
     (
         cd "$here/gomod/kwok"
-        CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/kwok" sigs.k8s.io/kwok/cmd/kwok
+        CGO_ENABLED=0 go build -buildvcs=false -trimpath -ldflags "-s -w" -o "$tmp/kwok" sigs.k8s.io/kwok/cmd/kwok
         # kwok >= v0.8 has no built-in stages: ship the upstream "fast" set next to the binary.
         local moddir
         moddir="$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"

@@ -673,6 +673,102 @@ async fn kubectl_applies_the_guide_manifests() -> Result<()> {
     Ok(())
 }
 
+/// Service-account tokens are signed and verified (TokenRequest), RBAC denies what is not bound
+/// and allows it once bound, and deleting a Deployment garbage-collects its ReplicaSets and Pods.
+#[tokio::test]
+async fn service_accounts_rbac_and_garbage_collection() -> Result<()> {
+    let Some(cluster) = world("service_accounts_rbac_and_garbage_collection") else {
+        return Ok(());
+    };
+    let client = cluster.client().await?;
+    let ns = "e2e-rbac";
+    create_namespace(&client, ns, &[]).await?;
+
+    let kubectl = |args: Vec<String>, as_admin: bool| {
+        let mut cmd = cluster.kubectl();
+        if !as_admin {
+            // No kubeconfig: only the token below identifies the caller.
+            cmd.env("KUBECONFIG", cluster.dir().join("no-such-kubeconfig"));
+        }
+        cmd.args(args);
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+            anyhow::Ok((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let (ok, token, err) = kubectl(args(&["create", "token", "default", "-n", ns]), true).await?;
+    assert!(ok && token.split('.').count() == 3, "create token: {err}");
+    let as_sa = |extra: &[&str]| {
+        let mut a = vec![
+            format!("--server={}", cluster.api_server()),
+            format!(
+                "--certificate-authority={}",
+                cluster.dir().join("pki/ca.crt").display()
+            ),
+            format!("--token={token}"),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let (ok, user, err) = kubectl(
+        as_sa(&[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ]),
+        false,
+    )
+    .await?;
+    assert!(ok, "whoami with the token: {err}");
+    assert_eq!(user, format!("system:serviceaccount:{ns}:default"));
+
+    let (ok, _, err) = kubectl(as_sa(&["get", "pods", "-n", ns]), false).await?;
+    assert!(!ok && err.contains("forbidden"), "RBAC must deny: {err}");
+    let (ok, _, err) = kubectl(
+        args(&[
+            "create",
+            "rolebinding",
+            "default-view",
+            "--clusterrole=view",
+            &format!("--serviceaccount={ns}:default"),
+            "-n",
+            ns,
+        ]),
+        true,
+    )
+    .await?;
+    assert!(ok, "create rolebinding: {err}");
+    let (ok, _, err) = kubectl(as_sa(&["get", "pods", "-n", ns]), false).await?;
+    assert!(ok, "RBAC must allow after binding: {err}");
+
+    // Owner references: deleting the Deployment removes its ReplicaSet and Pods.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    apply(
+        &client,
+        ns,
+        &podinfo_deployment("podinfo", "podinfo", 2),
+        &ssa(),
+    )
+    .await?;
+    wait_rolled_out(&deployments, "podinfo", 2).await?;
+    deployments.delete("podinfo", &Default::default()).await?;
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    wait_for("garbage collection", Duration::from_secs(60), || async {
+        let sets = rs_api.list(&ListParams::default()).await?.items.len();
+        let pods = pods_of(&client, ns, "app=podinfo").await?.len();
+        Ok((sets == 0 && pods == 0).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
 /// A second, concurrent cluster does not collide with the shared one, and dropping it while a
 /// panic unwinds kills all of its processes and removes its directory.
 #[test]
