@@ -120,7 +120,7 @@ fn non_empty_env(key: &str) -> Option<String> {
 pub enum SetupError {
     #[error(
         "the test cluster binaries are missing ({missing}); build them with `{script}` \
-         (a cold build takes 20-30 minutes), or set {SKIP_ENV}=1 to skip the cluster tests"
+         (a cold build takes about 15 minutes on 2 cores), or set {SKIP_ENV}=1 to skip the cluster tests"
     )]
     MissingBinaries { missing: String, script: String },
     #[error(
@@ -156,8 +156,12 @@ const KWOK_STAGES: [&str; 5] = [
 impl Binaries {
     /// The binaries in the cache for the pinned versions, or which ones are missing.
     pub fn locate() -> std::result::Result<Self, SetupError> {
+        Self::locate_in(&cache_dir())
+    }
+
+    /// [`Binaries::locate`] in a given cache directory.
+    pub fn locate_in(cache: &Path) -> std::result::Result<Self, SetupError> {
         let v = Versions::pinned();
-        let cache = cache_dir();
         let k8s = cache.join(format!("k8s-{}", v.kubernetes)).join("bin");
         let kwok = cache.join(format!("kwok-{}", v.kwok));
         let b = Binaries {
@@ -1186,9 +1190,9 @@ mod tests {
 
     #[test]
     fn missing_binaries_error_names_the_build_command() {
-        std::env::set_var("FLEDGE_CLUSTER_CACHE", "/nonexistent/fledge-cache");
-        let err = Binaries::locate().unwrap_err().to_string();
-        std::env::remove_var("FLEDGE_CLUSTER_CACHE");
+        let err = Binaries::locate_in(Path::new("/nonexistent/fledge-cache"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tests/cluster/build.sh"), "{err}");
         assert!(err.contains("kube-apiserver"), "{err}");
     }
