@@ -52,9 +52,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let scenario: Scenario = serde_yaml::from_str(&read(&args.scenario)?).map_err(|e| {
         anyhow::anyhow!("{scenario_file}: {e}; see examples/scenarios/ for the fields")
     })?;
-    if scenario.trigger.image.is_none() && scenario.trigger.env.is_empty() {
+    if scenario.trigger.is_empty() {
         anyhow::bail!(
-            "{scenario_file}: trigger: no change to roll out; set trigger.image (or trigger.env)"
+            "{scenario_file}: trigger: no change to roll out; set trigger.image (or env, configMaps, secrets)"
         );
     }
     let targets = args
@@ -63,6 +63,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|p| Ok((p.display().to_string(), read(p)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let inputs = simulate::load(&args.canary.display().to_string(), &canary_text, &targets)?;
+    let changes =
+        std::iter::once(&scenario.trigger).chain(scenario.updates.iter().map(|u| &u.change));
+    for key in changes.flat_map(|c| c.config_keys()) {
+        if !inputs.configs.contains_key(&key) {
+            anyhow::bail!(
+                "{scenario_file}: trigger: the target does not use {key}; change a ConfigMap or Secret its pod template refers to (pass it with --target)"
+            );
+        }
+    }
     for w in &inputs.warnings {
         eprintln!("warning: {}: {w}", args.canary.display());
     }

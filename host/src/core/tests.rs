@@ -141,3 +141,46 @@ fn returning_to_the_promoted_revision_after_a_failure_is_not_a_new_rollout() {
     assert_eq!(tick.status, status);
     assert_eq!(tick.events().count(), 0);
 }
+
+/// The core stays a pure function: no Kubernetes client, no wasmtime, no
+/// async runtime, no HTTP. Policies are reached only through `Judge`.
+#[test]
+fn the_core_imports_no_effects() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+    let forbidden = [
+        "kube",
+        "k8s_openapi",
+        "wasmtime",
+        "tokio",
+        "reqwest",
+        "hyper",
+        "crate::policy",
+        "crate::simulate",
+        "std::fs",
+        "std::net",
+        "std::time::SystemTime",
+        "std::time::Instant",
+    ];
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("core dir") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n == "tests.rs")
+            || path.extension().is_none_or(|e| e != "rs")
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("source");
+        for word in forbidden {
+            let used = text.lines().any(|l| {
+                let l = l.trim_start();
+                (l.starts_with("use ") || l.contains("::"))
+                    && !l.starts_with("//")
+                    && l.contains(&format!("{word}::"))
+                    || l.starts_with(&format!("use {word}"))
+            });
+            assert!(!used, "{} uses {word}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} core files found");
+}

@@ -38,6 +38,29 @@ pub struct Trigger {
     /// Environment variables to set on the container (a template change).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// New `data` of ConfigMaps the target uses, by name.
+    #[serde(default)]
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// New `data` of Secrets the target uses, by name (values base64, as in a Secret).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Trigger {
+    pub fn is_empty(&self) -> bool {
+        self.image.is_none()
+            && self.env.is_empty()
+            && self.config_maps.is_empty()
+            && self.secrets.is_empty()
+    }
+
+    /// The tracked-config keys (`configmap/<name>`, `secret/<name>`) this change rewrites.
+    pub fn config_keys(&self) -> impl Iterator<Item = String> + '_ {
+        self.config_maps
+            .keys()
+            .map(|n| format!("configmap/{n}"))
+            .chain(self.secrets.keys().map(|n| format!("secret/{n}")))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -70,19 +70,28 @@ fn guide_promotion_events() {
 
 #[test]
 fn bootstrap_initializes_then_waits_for_a_change() {
-    let report = simulate(GUIDE, "trigger: {image: podinfo:2}\nrollout: {primaryReadyAfter: 1}\n");
+    let report = simulate(
+        GUIDE,
+        "trigger: {image: podinfo:2}\nrollout: {primaryReadyAfter: 1}\n",
+    );
     let boot: Vec<_> = report.records.iter().filter(|r| r.bootstrap).collect();
     // The primary is created on the first step, rolls out on the second, and
     // the Canary is initialized on the third.
     assert_eq!(boot.len(), 3);
-    assert_eq!(boot[0].msg, "Waiting for podinfo-primary.test rollout to finish: deployment not found");
+    assert_eq!(
+        boot[0].msg,
+        "Waiting for podinfo-primary.test rollout to finish: deployment not found"
+    );
     assert_eq!(boot[1].msg, "Waiting for podinfo-primary.test rollout to finish: 1 out of 2 new replicas have been updated");
     assert_eq!(boot[1].phase, Phase::Initializing);
     assert_eq!(boot[2].msg, "Initialization done! podinfo.test");
     assert_eq!(boot[2].phase, Phase::Initialized);
     let all = render(&report, Format::Text, true);
     assert_eq!(all[2], "Initialization done! podinfo.test");
-    assert_eq!(all[3], "New revision detected! progressing canary analysis for podinfo.test");
+    assert_eq!(
+        all[3],
+        "New revision detected! progressing canary analysis for podinfo.test"
+    );
 }
 
 #[test]
@@ -235,6 +244,40 @@ fn a_change_mid_analysis_restarts_it_and_the_new_revision_is_promoted() {
 }
 
 #[test]
+fn a_change_of_a_tracked_config_map_starts_a_rollout() {
+    let deployment = load::PODINFO_DEPLOYMENT.replace(
+        "          env:\n",
+        "          envFrom:\n            - configMapRef:\n                name: podinfo-config\n          env:\n",
+    );
+    let targets = vec![
+        ("deployment.yaml".to_string(), deployment),
+        ("hpa.yaml".to_string(), load::PODINFO_HPA.to_string()),
+        (
+            "config.yaml".to_string(),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: podinfo-config, namespace: test}\ndata: {color: blue}\n".to_string(),
+        ),
+    ];
+    let inputs = load("canary.yaml", GUIDE, &targets).expect("loads");
+    assert!(inputs.configs.contains_key("configmap/podinfo-config"));
+    let scenario: Scenario =
+        serde_yaml::from_str("trigger: {configMaps: {podinfo-config: {color: green}}}")
+            .expect("parses");
+    let report = run(&inputs, scenario, builtin());
+    assert_eq!(report.phase, Phase::Succeeded);
+    assert_eq!(
+        lines(&report, Format::Text)[0],
+        "New revision detected! progressing canary analysis for podinfo.test"
+    );
+    // Without the ConfigMap the target refers to, loading says what is missing.
+    let err = load("canary.yaml", GUIDE, &targets[..2]).expect_err("missing config");
+    assert!(
+        err.to_string()
+            .contains("uses configmap/podinfo-config, which was not given"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_canary_that_misses_its_progress_deadline_rolls_back() {
     let report = simulate(
         GUIDE,
@@ -313,10 +356,22 @@ fn hostile_policies_are_failed_checks_and_never_promote() {
         let report = simulate_with(GUIDE, PROMOTE, &policy);
         assert_eq!(report.phase, Phase::Failed, "{fixture}");
         let text = lines(&report, Format::Text);
-        assert!(!text.iter().any(|l| l.starts_with("Copying") || l.starts_with("Advance")), "{fixture}: {text:#?}");
-        let halts = text.iter().filter(|l| l.starts_with("Halt podinfo.test advancement policy failed: ")).count();
+        assert!(
+            !text
+                .iter()
+                .any(|l| l.starts_with("Copying") || l.starts_with("Advance")),
+            "{fixture}: {text:#?}"
+        );
+        let halts = text
+            .iter()
+            .filter(|l| l.starts_with("Halt podinfo.test advancement policy failed: "))
+            .count();
         assert_eq!(halts, 5, "{fixture}: {text:#?}");
-        assert_eq!(text[text.len() - 2], "Rolling back podinfo.test failed checks threshold reached 5", "{fixture}");
+        assert_eq!(
+            text[text.len() - 2],
+            "Rolling back podinfo.test failed checks threshold reached 5",
+            "{fixture}"
+        );
     }
 }
 

@@ -131,6 +131,21 @@ impl World {
 
     /// Applies a change of the target's pod template.
     pub fn change_target(&mut self, change: &Trigger) {
+        let data = change
+            .config_maps
+            .iter()
+            .map(|(n, d)| (format!("configmap/{n}"), d))
+            .chain(
+                change
+                    .secrets
+                    .iter()
+                    .map(|(n, d)| (format!("secret/{n}"), d)),
+            );
+        for (key, data) in data {
+            if let Some(sum) = self.configs.get_mut(&key) {
+                *sum = revision::config_checksum(&serde_json::json!(data));
+            }
+        }
         let Some(containers) = self
             .target
             .template
