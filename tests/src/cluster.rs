@@ -1188,6 +1188,74 @@ mod tests {
         );
     }
 
+    /// Walks a schema: every node has a type, nothing below the root preserves unknown fields,
+    /// and nothing defaults (the App Mesh schemas have neither).
+    fn check_schema(path: &str, node: &serde_json::Value, errors: &mut Vec<String>) {
+        if node.get("type").and_then(|t| t.as_str()).is_none() {
+            errors.push(format!("{path}: no type"));
+        }
+        for banned in [
+            "x-kubernetes-preserve-unknown-fields",
+            "default",
+            "x-kubernetes-validations",
+        ] {
+            if path != "$" && node.get(banned).is_some() {
+                errors.push(format!("{path}: has {banned}"));
+            }
+        }
+        if let Some(props) = node.get("properties").and_then(|p| p.as_object()) {
+            for (k, v) in props {
+                check_schema(&format!("{path}.{k}"), v, errors);
+            }
+        }
+        if let Some(items) = node.get("items") {
+            check_schema(&format!("{path}[]"), items, errors);
+        }
+        if let Some(ap) = node.get("additionalProperties").filter(|a| a.is_object()) {
+            check_schema(&format!("{path}{{}}"), ap, errors);
+        }
+    }
+
+    #[test]
+    fn appmesh_crds_are_structural() {
+        let docs = read_manifests(&assets_dir().join("crds")).unwrap();
+        let mut kinds = Vec::new();
+        let mut errors = Vec::new();
+        for doc in &docs {
+            let crd: CustomResourceDefinition = serde_json::from_value(doc.clone()).unwrap();
+            assert_eq!(crd.spec.group, "appmesh.k8s.aws");
+            assert_eq!(crd.spec.versions.len(), 1);
+            let v = &crd.spec.versions[0];
+            assert!(v.name == "v1beta2" && v.served && v.storage);
+            assert!(v.subresources.as_ref().is_some_and(|s| s.status.is_some()));
+            let schema = serde_json::to_value(
+                v.schema
+                    .as_ref()
+                    .unwrap()
+                    .open_api_v3_schema
+                    .as_ref()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(schema["x-kubernetes-preserve-unknown-fields"], true);
+            check_schema("$", &schema, &mut errors);
+            kinds.push(crd.spec.names.kind.clone());
+        }
+        assert!(errors.is_empty(), "{errors:#?}");
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                "GatewayRoute",
+                "Mesh",
+                "VirtualGateway",
+                "VirtualNode",
+                "VirtualRouter",
+                "VirtualService"
+            ]
+        );
+    }
+
     #[test]
     fn missing_binaries_error_names_the_build_command() {
         let err = Binaries::locate_in(Path::new("/nonexistent/fledge-cache"))
