@@ -22,6 +22,9 @@ const TARGET: &str = "wasm32-unknown-unknown";
 /// Cargo profile for policies, defined in the root `Cargo.toml` (and mirrored
 /// in `policies/fixtures/Cargo.toml`).
 const PROFILE: &str = "policy";
+/// Stack of the policy components built here; with the SDK's 64 KiB arena
+/// and the data, their initial memory is two wasm pages.
+const GUEST_STACK_BYTES: u32 = 32 << 10;
 /// Fixture crates under `policies/fixtures`; crate `fixture-<name>` becomes `<name>.wasm`.
 const FIXTURES: &[&str] = &[
     "endless-loop",
@@ -206,6 +209,12 @@ impl Toolchain {
                 cmd
             }
         };
+        // A small stack (Rust's default is 1 MiB): a policy's call depth is
+        // shallow, and every page of initial memory is reset after each decision.
+        cmd.env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+            format!("-C link-arg=-zstack-size={GUEST_STACK_BYTES}"),
+        );
         for name in INHERITED_ENV {
             if let Some(value) = std::env::var_os(name) {
                 cmd.env(name, value);

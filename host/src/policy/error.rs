@@ -25,8 +25,10 @@ pub enum PolicyError {
     #[error("policy trapped: {message}")]
     Trap { message: String, log: Vec<String> },
     /// The decision came back but breaks the contract.
+    // Not `#[from]`: that would make the inner error the source too, and
+    // error chains would print it twice.
     #[error("policy returned an invalid decision: {0}")]
-    InvalidDecision(#[from] InvalidDecision),
+    InvalidDecision(InvalidDecision),
     /// A component, but for another world.
     #[error(
         "this component does not implement fledge:policy/rollout-policy@0.1.0: {0}; \
@@ -48,9 +50,15 @@ pub enum PolicyError {
 }
 
 fn mib(bytes: u64) -> String {
-    if bytes % (1 << 20) == 0 {
+    if bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else {
         format!("{bytes} bytes")
+    }
+}
+
+impl From<InvalidDecision> for PolicyError {
+    fn from(e: InvalidDecision) -> Self {
+        PolicyError::InvalidDecision(e)
     }
 }

@@ -235,9 +235,13 @@ fn panic_is_a_trap_that_carries_the_panic_message() {
         message.contains("fixture policy gave up on podinfo.test"),
         "{message}"
     );
-    assert!(message.contains("policy panicked"), "{message}");
     assert!(
-        log.iter().any(|l| l.starts_with("error: policy panicked")),
+        message.starts_with("policy panicked at panic/src/lib.rs:"),
+        "{message}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("error: policy panicked at ")),
         "{log:?}"
     );
     // What the core sees.

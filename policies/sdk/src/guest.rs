@@ -31,7 +31,14 @@ pub fn run(
     decide: fn(&crate::PolicyInput) -> crate::Decision,
 ) -> w::Decision {
     std::panic::set_hook(Box::new(|info| {
-        host::log(host::LogLevel::Error, &format!("policy panicked: {info}"));
+        // One line, `policy panicked at <file:line:col>: <message>`: the host
+        // puts it in the trap error, which ends up in an event.
+        let message = info.payload_as_str().unwrap_or("(no message)");
+        let text = match info.location() {
+            Some(at) => format!("policy panicked at {at}: {message}"),
+            None => format!("policy panicked: {message}"),
+        };
+        host::log(host::LogLevel::Error, &text);
     }));
     let input = from_wit(input);
     to_wit(decide(&input))
@@ -194,5 +201,127 @@ fn to_wit(d: crate::Decision) -> w::Decision {
         crate::Decision::Promote => w::Decision::Promote,
         crate::Decision::Rollback(r) => w::Decision::Rollback(r),
         crate::Decision::Wait(r) => w::Decision::Wait(r),
+    }
+}
+
+/// The guest's allocator: a bump allocator over a static arena.
+///
+/// Every instance lives for exactly one decision, so memory is never worth
+/// reclaiming, and a general-purpose allocator only costs time: its first
+/// `memory.grow` and the page faults after it were most of a fresh instance's
+/// first call. The arena is zero-initialised, so it is part of the initial
+/// linear memory (no data segment) and pages the host keeps resident between
+/// instances; only larger demands grow memory.
+#[allow(unsafe_code)]
+mod bump {
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::cell::{Cell, UnsafeCell};
+
+    /// Enough for the built-in policy on a large step many times over, and
+    /// small: every page of initial memory is reset after each decision.
+    const ARENA_BYTES: usize = 64 << 10;
+    const PAGE: usize = 64 << 10;
+
+    #[repr(C, align(16))]
+    struct Arena(UnsafeCell<[u8; ARENA_BYTES]>);
+
+    // SAFETY: wasm32-unknown-unknown without the atomics feature has a single
+    // thread; nothing else can touch the arena or the cursor.
+    unsafe impl Sync for Arena {}
+
+    static ARENA: Arena = Arena(UnsafeCell::new([0; ARENA_BYTES]));
+
+    /// `[next, end)` is the free region; both zero until the first allocation.
+    pub struct Bump {
+        next: Cell<usize>,
+        end: Cell<usize>,
+    }
+
+    // SAFETY: as for `Arena`: one thread.
+    unsafe impl Sync for Bump {}
+
+    #[global_allocator]
+    static ALLOCATOR: Bump = Bump {
+        next: Cell::new(0),
+        end: Cell::new(0),
+    };
+
+    impl Bump {
+        /// Carves `layout` out of the free region, growing memory if needed.
+        fn carve(&self, layout: Layout) -> *mut u8 {
+            if self.end.get() == 0 {
+                let start = ARENA.0.get() as usize;
+                self.next.set(start);
+                self.end.set(start + ARENA_BYTES);
+            }
+            let align = layout.align();
+            let size = layout.size();
+            if let Some(ptr) = fit(self.next.get(), self.end.get(), size, align) {
+                self.next.set(ptr + size);
+                return ptr as *mut u8;
+            }
+            // Out of room: continue in fresh pages (the rest of the current
+            // region is abandoned; it is never worth tracking).
+            let pages = (size + align).div_ceil(PAGE);
+            let old = core::arch::wasm32::memory_grow(0, pages);
+            if old == usize::MAX {
+                return core::ptr::null_mut();
+            }
+            let start = old * PAGE;
+            self.end.set(start + pages * PAGE);
+            match fit(start, self.end.get(), size, align) {
+                Some(ptr) => {
+                    self.next.set(ptr + size);
+                    ptr as *mut u8
+                }
+                None => core::ptr::null_mut(),
+            }
+        }
+    }
+
+    /// The aligned start of a `size`-byte block in `[next, end)`, if it fits.
+    fn fit(next: usize, end: usize, size: usize, align: usize) -> Option<usize> {
+        let ptr = next.checked_add(align - 1)? & !(align - 1);
+        (ptr.checked_add(size)? <= end).then_some(ptr)
+    }
+
+    // SAFETY: blocks never overlap: each comes from the free region, which
+    // only moves forward except when its last block is given back or resized.
+    unsafe impl GlobalAlloc for Bump {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            self.carve(layout)
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // Give back only the most recent block (cheap, and common for
+            // temporaries); everything else dies with the instance.
+            if ptr as usize + layout.size() == self.next.get() {
+                self.next.set(ptr as usize);
+            }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let start = ptr as usize;
+            // The most recent block grows or shrinks in place when it fits.
+            if start + layout.size() == self.next.get() {
+                if let Some(end) = start.checked_add(new_size) {
+                    if end <= self.end.get() {
+                        self.next.set(end);
+                        return ptr;
+                    }
+                }
+            }
+            if new_size <= layout.size() {
+                return ptr;
+            }
+            // SAFETY: the caller guarantees `layout.align()` with `new_size` is a valid layout.
+            let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            let new = self.carve(new_layout);
+            if !new.is_null() {
+                // SAFETY: both blocks are live, distinct and at least `layout.size()` long.
+                unsafe { core::ptr::copy_nonoverlapping(ptr, new, layout.size()) };
+            }
+            new
+        }
     }
 }

@@ -1,0 +1,124 @@
+//! One rollout decision on a realistic step (5 metrics, 3 webhooks): the
+//! built-in policy in a fresh sandboxed instance, against the same function
+//! called natively.
+//!
+//! Run with `cargo bench -p fledge --bench decision`.
+use criterion::{criterion_group, criterion_main, Criterion};
+use fledge::core::Judge;
+use fledge::policy::{NativeJudge, PolicyRuntime, RuntimeConfig};
+use fledge_policy::*;
+use std::hint::black_box;
+
+fn metric(
+    name: &str,
+    value: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+    unit: MetricUnit,
+) -> MetricResult {
+    MetricResult {
+        name: name.into(),
+        value: MetricValue::Value(value),
+        min,
+        max,
+        unit,
+    }
+}
+
+fn webhook(name: &str, kind: WebhookKind) -> WebhookResult {
+    WebhookResult {
+        name: name.into(),
+        kind,
+        passed: true,
+        message: "ok".into(),
+    }
+}
+
+/// Mid-analysis, every check passing, so the policy judges all of them.
+fn realistic_input() -> PolicyInput {
+    PolicyInput {
+        canary: "podinfo.test".into(),
+        strategy: Strategy::Canary,
+        analysis: Analysis {
+            interval_seconds: 60,
+            threshold: 5,
+            max_weight: Some(50),
+            step_weight: Some(5),
+            ..Analysis::default()
+        },
+        state: State {
+            phase: Phase::Progressing,
+            canary_weight: 20,
+            primary_weight: 80,
+            iteration: 0,
+            failed_checks: 1,
+            seconds_in_phase: 240,
+        },
+        metrics: vec![
+            metric(
+                "request-success-rate",
+                99.7,
+                Some(99.0),
+                None,
+                MetricUnit::Percent,
+            ),
+            metric(
+                "request-duration",
+                212.0,
+                None,
+                Some(500.0),
+                MetricUnit::Milliseconds,
+            ),
+            metric("error-budget-burn", 0.4, None, Some(1.0), MetricUnit::None),
+            metric(
+                "p99-latency",
+                380.0,
+                None,
+                Some(900.0),
+                MetricUnit::Milliseconds,
+            ),
+            metric(
+                "cpu-saturation",
+                61.5,
+                None,
+                Some(85.0),
+                MetricUnit::Percent,
+            ),
+        ],
+        webhooks: vec![
+            webhook("acceptance-test", WebhookKind::PreRollout),
+            webhook("load-test", WebhookKind::Rollout),
+            webhook("promotion-gate", WebhookKind::ConfirmPromotion),
+        ],
+        canary_ready: Readiness::Ready,
+        primary_ready: Readiness::Ready,
+    }
+}
+
+fn decision(c: &mut Criterion) {
+    let runtime = PolicyRuntime::new(RuntimeConfig::default()).expect("policy runtime");
+    let policy = runtime.builtin().expect("built-in policy");
+    let input = realistic_input();
+    let expected = Decision::Advance(Advance {
+        route: RoutePlan::weighted(25),
+        iteration: 0,
+    });
+    // Measure the right thing: both paths must reach the same decision.
+    assert_eq!(policy.evaluate(&input), Ok(expected.clone()));
+    assert_eq!(fledge_policy_flagger::decide(&input), expected);
+
+    let mut group = c.benchmark_group("decision");
+    group.bench_function("wasm (fresh instance, validated)", |b| {
+        b.iter(|| policy.evaluate(black_box(&input)))
+    });
+    group.bench_function("native", |b| {
+        b.iter(|| fledge_policy_flagger::decide(black_box(&input)))
+    });
+    group.bench_function("native (validated)", |b| {
+        b.iter(|| NativeJudge.decide(black_box(&input)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decision);
+criterion_main!(benches);
