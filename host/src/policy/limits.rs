@@ -155,3 +155,44 @@ mod tests {
         );
     }
 }
+
+/// Counts decisions in flight so they never outnumber the instance pool's
+/// slots: beyond it, a decision waits for a slot instead of failing (a
+/// failed decision would count as a failed check). Every decision ends within
+/// its deadline, so the wait is bounded.
+pub struct Slots {
+    free: std::sync::Mutex<u32>,
+    freed: std::sync::Condvar,
+}
+
+impl Slots {
+    pub fn new(count: u32) -> Slots {
+        Slots {
+            free: std::sync::Mutex::new(count),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    pub fn acquire(&self) -> SlotGuard<'_> {
+        // A poisoned lock only means a holder panicked; the count is still right.
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SlotGuard { slots: self }
+    }
+}
+
+/// Gives its slot back when dropped.
+pub struct SlotGuard<'a> {
+    slots: &'a Slots,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let mut free = self.slots.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        self.slots.freed.notify_one();
+    }
+}

@@ -27,7 +27,7 @@ pub use validate::{validate_decision, InvalidDecision};
 use crate::core::{Judge, JudgeError};
 use bindings::RolloutPolicyPre;
 use fledge_policy::{Decision, PolicyInput};
-use limits::PolicyState;
+use limits::{PolicyState, Slots};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,15 +100,18 @@ struct Shared {
     config: RuntimeConfig,
     memory_limit: usize,
     linker: Linker<PolicyState>,
-    _ticker: ticker::EpochTicker,
-}
-
-/// Loads and runs policy components. One per process; cheap to share by reference.
-pub struct PolicyRuntime {
-    shared: Arc<Shared>,
     /// Compiled, linked components by sha256 of their bytes: loading the same
     /// bytes twice compiles once.
     cache: Mutex<HashMap<String, RolloutPolicyPre<PolicyState>>>,
+    slots: Slots,
+    _ticker: ticker::EpochTicker,
+}
+
+/// Loads and runs policy components. One per process; cheap to clone (clones
+/// share the engine, the ticker and the compiled components).
+#[derive(Clone)]
+pub struct PolicyRuntime {
+    shared: Arc<Shared>,
 }
 
 impl PolicyRuntime {
@@ -169,9 +172,10 @@ impl PolicyRuntime {
                 config,
                 memory_limit,
                 linker,
+                cache: Mutex::new(HashMap::new()),
+                slots: Slots::new(slots),
                 _ticker: ticker,
             }),
-            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -188,6 +192,7 @@ impl PolicyRuntime {
     pub fn load(&self, bytes: &[u8]) -> Result<Policy, PolicyError> {
         let digest = digest(bytes);
         let cached = self
+            .shared
             .cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -201,7 +206,8 @@ impl PolicyRuntime {
                 // bytes just compiles twice.
                 let component = self.compile(bytes)?;
                 let pre = self.link(&component)?;
-                self.cache
+                self.shared
+                    .cache
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .entry(digest.clone())
@@ -308,6 +314,9 @@ impl Policy {
     /// One decision, not yet validated.
     fn run(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
         let shared = &*self.inner.shared;
+        // Declared before the store, so the slot is given back after the
+        // store (and its pool slot) is gone.
+        let _slot = shared.slots.acquire();
         let mut store = Store::new(
             &shared.engine,
             PolicyState::new(shared.memory_limit, shared.config.log),

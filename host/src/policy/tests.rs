@@ -330,7 +330,7 @@ fn loading_the_same_bytes_compiles_once() {
     assert_eq!(a.digest(), b.digest());
     assert_eq!(a.digest(), digest(BUILTIN_COMPONENT));
     assert!(a.digest().starts_with("sha256:") && a.digest().len() == 7 + 64);
-    let cache = runtime().cache.lock().unwrap();
+    let cache = runtime().shared.cache.lock().unwrap();
     assert_eq!(cache.keys().filter(|k| k.as_str() == a.digest()).count(), 1);
 }
 
@@ -410,4 +410,28 @@ fn a_smaller_deadline_and_cap_are_honoured() {
     assert_eq!(err, PolicyError::MemoryLimit { limit: 8 << 20 });
     // The built-in policy fits comfortably in the smaller sandbox.
     assert!(rt.builtin().unwrap().evaluate(&guide_input()).is_ok());
+}
+
+#[test]
+fn decisions_beyond_the_pool_wait_for_a_slot_instead_of_failing() {
+    let rt = PolicyRuntime::new(RuntimeConfig {
+        max_concurrent_decisions: 1,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let policy = rt.builtin().unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let policy = policy.clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|_| policy.evaluate(&guide_input()))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        let results = t.join().expect("no decision thread panics");
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    }
 }
