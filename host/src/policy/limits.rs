@@ -129,33 +129,6 @@ impl wasmtime::ResourceLimiter for MemoryCap {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_is_bounded_in_lines_and_bytes() {
-        let mut state = PolicyState::new(
-            1 << 20,
-            LogLimits {
-                max_lines: 2,
-                max_line_bytes: 5,
-            },
-        );
-        state.record(LogLevel::Info, "héllo world".into());
-        state.record(LogLevel::Error, "ok".into());
-        state.record(LogLevel::Error, "dropped".into());
-        assert_eq!(
-            state.log_text(),
-            vec![
-                "info: héll [truncated]".to_string(),
-                "error: ok".to_string(),
-                "(1 more lines dropped: at most 2 per decision)".to_string(),
-            ]
-        );
-    }
-}
-
 /// Counts decisions in flight so they never outnumber the instance pool's
 /// slots: beyond it, a decision waits for a slot instead of failing (a
 /// failed decision would count as a failed check). Every decision ends within
@@ -194,5 +167,32 @@ impl Drop for SlotGuard<'_> {
         let mut free = self.slots.free.lock().unwrap_or_else(|p| p.into_inner());
         *free += 1;
         self.slots.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_is_bounded_in_lines_and_bytes() {
+        let mut state = PolicyState::new(
+            1 << 20,
+            LogLimits {
+                max_lines: 2,
+                max_line_bytes: 5,
+            },
+        );
+        state.record(LogLevel::Info, "héllo world".into());
+        state.record(LogLevel::Error, "ok".into());
+        state.record(LogLevel::Error, "dropped".into());
+        assert_eq!(
+            state.log_text(),
+            vec![
+                "info: héll [truncated]".to_string(),
+                "error: ok".to_string(),
+                "(1 more lines dropped: at most 2 per decision)".to_string(),
+            ]
+        );
     }
 }
