@@ -22,8 +22,8 @@ const TARGET: &str = "wasm32-unknown-unknown";
 /// Cargo profile for policies, defined in the root `Cargo.toml` (and mirrored
 /// in `policies/fixtures/Cargo.toml`).
 const PROFILE: &str = "policy";
-/// Stack of the policy components built here; with the SDK's 64 KiB arena
-/// and the data, their initial memory is two wasm pages.
+/// Stack of the policy components built here; with the SDK's 24 KiB arena
+/// and the data (about 4 KiB), the built-in's initial memory is one wasm page.
 const GUEST_STACK_BYTES: u32 = 32 << 10;
 /// Fixture crates under `policies/fixtures`; crate `fixture-<name>` becomes `<name>.wasm`.
 const FIXTURES: &[&str] = &[

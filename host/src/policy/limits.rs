@@ -134,25 +134,39 @@ impl wasmtime::ResourceLimiter for MemoryCap {
 /// failed decision would count as a failed check). Every decision ends within
 /// its deadline, so the wait is bounded.
 pub struct Slots {
-    free: std::sync::Mutex<u32>,
+    state: std::sync::Mutex<SlotCount>,
     freed: std::sync::Condvar,
+}
+
+struct SlotCount {
+    free: u32,
+    /// Threads blocked in `acquire`; without any, a release skips the
+    /// condvar (whose notify is a system call).
+    waiting: u32,
 }
 
 impl Slots {
     pub fn new(count: u32) -> Slots {
         Slots {
-            free: std::sync::Mutex::new(count),
+            state: std::sync::Mutex::new(SlotCount {
+                free: count,
+                waiting: 0,
+            }),
             freed: std::sync::Condvar::new(),
         }
     }
 
     pub fn acquire(&self) -> SlotGuard<'_> {
         // A poisoned lock only means a holder panicked; the count is still right.
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.free == 0 {
+            state.waiting += 1;
+            while state.free == 0 {
+                state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            state.waiting -= 1;
         }
-        *free -= 1;
+        state.free -= 1;
         SlotGuard { slots: self }
     }
 }
@@ -164,9 +178,11 @@ pub struct SlotGuard<'a> {
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        let mut free = self.slots.free.lock().unwrap_or_else(|p| p.into_inner());
-        *free += 1;
-        self.slots.freed.notify_one();
+        let mut state = self.slots.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.free += 1;
+        if state.waiting > 0 {
+            self.slots.freed.notify_one();
+        }
     }
 }
 

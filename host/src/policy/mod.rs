@@ -83,10 +83,11 @@ impl RuntimeConfig {
 }
 
 /// Linear memory the pool keeps mapped for a slot between decisions, so a
-/// fresh instance does not page-fault its stack and heap back in, and no
-/// `madvise` is needed to reset it. Reset costs a `memset` of this much (or,
-/// where Linux has `PAGEMAP_SCAN`, of the dirty pages only). It covers the
-/// whole initial memory of the built-in policy (two wasm pages).
+/// fresh instance does not page-fault its stack and heap back in. Resetting a
+/// slot costs a `memset` of its first `min(KEEP_RESIDENT, memory size)` bytes
+/// (where Linux has `PAGEMAP_SCAN`: of the dirty pages among them) plus an
+/// `madvise` of the rest, if any. The built-in policy's whole memory is one
+/// wasm page, so it needs no system call at all.
 const KEEP_RESIDENT: usize = 128 << 10;
 /// Core instances and tables a policy component may have (its main module
 /// plus wit-component's shim and fixup modules, with room to spare).

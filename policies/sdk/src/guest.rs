@@ -217,9 +217,10 @@ mod bump {
     use core::alloc::{GlobalAlloc, Layout};
     use core::cell::{Cell, UnsafeCell};
 
-    /// Enough for the built-in policy on a large step many times over, and
+    /// Several times what the built-in policy allocates on a large step, and
     /// small: every page of initial memory is reset after each decision.
-    const ARENA_BYTES: usize = 64 << 10;
+    /// Allocations beyond it grow memory, which only costs time.
+    const ARENA_BYTES: usize = 24 << 10;
     const PAGE: usize = 64 << 10;
 
     #[repr(C, align(16))]
