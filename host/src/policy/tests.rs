@@ -435,3 +435,243 @@ fn decisions_beyond_the_pool_wait_for_a_slot_instead_of_failing() {
         assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     }
 }
+
+#[test]
+fn inputs_far_larger_than_the_guest_arena_round_trip() {
+    // Hundreds of metrics and long names: the guest allocator must grow
+    // memory past its arena, and realloc large strings and lists.
+    let mut input = guide_input();
+    input.metrics = (0..400)
+        .map(|i| MetricResult {
+            name: format!("{}-{i}", "template-metric".repeat(8)),
+            value: MetricValue::Value(f64::from(i)),
+            min: None,
+            max: Some(1000.0),
+            unit: MetricUnit::None,
+        })
+        .collect();
+    input.metrics.push(MetricResult {
+        name: "x".repeat(300),
+        value: MetricValue::Value(2.5),
+        min: None,
+        max: Some(1.0),
+        unit: MetricUnit::None,
+    });
+    let decision = builtin().evaluate(&input).unwrap();
+    assert_eq!(decision, fledge_policy_flagger::decide(&input));
+    assert_eq!(
+        decision,
+        Decision::failed_check(format!("{} 2.50 > 1", "x".repeat(300)))
+    );
+
+    let mut ab = guide_input();
+    ab.strategy = Strategy::AbTesting;
+    ab.analysis.iterations = Some(3);
+    ab.analysis.match_rules = (0..32)
+        .map(|i| {
+            header(
+                &format!("x-canary-{i}"),
+                StringMatch::Prefix("v".repeat(900)),
+            )
+        })
+        .collect();
+    let decision = builtin().evaluate(&ab).unwrap();
+    assert_eq!(decision, fledge_policy_flagger::decide(&ab));
+}
+
+mod agreement {
+    //! The sandboxed built-in decides exactly as the native one on any input:
+    //! conversions both ways, float formatting and the guest allocator
+    //! included.
+    use super::*;
+    use proptest::prelude::*;
+    // Explicit, so it wins over `fledge_policy::Strategy` from the glob above.
+    use proptest::strategy::Strategy;
+
+    fn text() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 .%:;=-]{0,40}"
+    }
+
+    fn string_match() -> impl Strategy<Value = StringMatch> {
+        prop_oneof![
+            text().prop_map(StringMatch::Exact),
+            text().prop_map(StringMatch::Prefix),
+            text().prop_map(StringMatch::Suffix),
+            text().prop_map(StringMatch::Regex),
+        ]
+    }
+
+    fn match_rules() -> impl Strategy<Value = Vec<MatchRule>> {
+        prop::collection::vec(
+            prop::collection::vec(
+                ("[a-z-]{1,12}", string_match())
+                    .prop_map(|(name, matcher)| HeaderMatch { name, matcher }),
+                0..3,
+            )
+            .prop_map(|headers| MatchRule { headers }),
+            0..3,
+        )
+    }
+
+    fn metric() -> impl Strategy<Value = MetricResult> {
+        let value = prop_oneof![
+            4 => (-1e6f64..1e6).prop_map(MetricValue::Value),
+            1 => Just(MetricValue::Value(f64::NAN)),
+            1 => text().prop_map(MetricValue::Error),
+        ];
+        let unit = prop_oneof![
+            Just(MetricUnit::Percent),
+            Just(MetricUnit::Milliseconds),
+            Just(MetricUnit::None)
+        ];
+        let name = prop_oneof![
+            Just("request-success-rate".to_string()),
+            Just("request-duration".to_string()),
+            "[a-z-]{1,20}",
+        ];
+        (
+            name,
+            value,
+            prop::option::of(-1e3f64..1e3),
+            prop::option::of(-1e3f64..1e3),
+            unit,
+        )
+            .prop_map(|(name, value, min, max, unit)| MetricResult {
+                name,
+                value,
+                min,
+                max,
+                unit,
+            })
+    }
+
+    fn webhook() -> impl Strategy<Value = WebhookResult> {
+        let kind = prop::sample::select(vec![
+            WebhookKind::ConfirmRollout,
+            WebhookKind::PreRollout,
+            WebhookKind::Rollout,
+            WebhookKind::ConfirmTrafficIncrease,
+            WebhookKind::ConfirmPromotion,
+            WebhookKind::PostRollout,
+            WebhookKind::Rollback,
+            WebhookKind::Event,
+        ]);
+        ("[a-z-]{1,12}", kind, any::<bool>(), text()).prop_map(|(name, kind, passed, message)| {
+            WebhookResult {
+                name,
+                kind,
+                passed,
+                message,
+            }
+        })
+    }
+
+    fn readiness() -> impl Strategy<Value = Readiness> {
+        prop_oneof![
+            4 => Just(Readiness::Ready),
+            1 => text().prop_map(Readiness::NotReady),
+            1 => text().prop_map(Readiness::DeadlineExceeded),
+        ]
+    }
+
+    fn input() -> impl Strategy<Value = PolicyInput> {
+        let phase = prop::sample::select(vec![
+            Phase::Initializing,
+            Phase::Initialized,
+            Phase::Waiting,
+            Phase::Progressing,
+            Phase::WaitingPromotion,
+            Phase::Promoting,
+            Phase::Finalising,
+            Phase::Succeeded,
+            Phase::Failed,
+            Phase::Terminating,
+            Phase::Terminated,
+        ]);
+        let strategy = prop::sample::select(vec![
+            fledge_policy::Strategy::Canary,
+            fledge_policy::Strategy::BlueGreen,
+            fledge_policy::Strategy::AbTesting,
+        ]);
+        let analysis = (
+            (
+                1u32..7,
+                prop::option::of(0u32..=100),
+                prop::option::of(0u32..=60),
+            ),
+            (
+                prop::collection::vec(0u32..=100, 0..4),
+                prop::option::of(0u32..=100),
+                prop::option::of(0u32..12),
+            ),
+            match_rules(),
+        )
+            .prop_map(
+                |(
+                    (threshold, max_weight, step_weight),
+                    (mut steps, promotion, iterations),
+                    rules,
+                )| {
+                    steps.sort_unstable();
+                    Analysis {
+                        interval_seconds: 60,
+                        threshold,
+                        max_weight,
+                        step_weight,
+                        step_weights: steps,
+                        step_weight_promotion: promotion,
+                        iterations,
+                        match_rules: rules,
+                        mirror: false,
+                        mirror_weight: None,
+                    }
+                },
+            );
+        let state = (phase, 0u32..=100, 0u32..14, 0u32..8, any::<u64>()).prop_map(
+            |(phase, canary, iteration, failed_checks, seconds_in_phase)| State {
+                phase,
+                canary_weight: canary,
+                primary_weight: 100 - canary,
+                iteration,
+                failed_checks,
+                seconds_in_phase,
+            },
+        );
+        (
+            (text(), strategy, analysis, state),
+            prop::collection::vec(metric(), 0..6),
+            prop::collection::vec(webhook(), 0..4),
+            readiness(),
+            readiness(),
+        )
+            .prop_map(
+                |(
+                    (canary, strategy, analysis, state),
+                    metrics,
+                    webhooks,
+                    canary_ready,
+                    primary_ready,
+                )| {
+                    PolicyInput {
+                        canary,
+                        strategy,
+                        analysis,
+                        state,
+                        metrics,
+                        webhooks,
+                        canary_ready,
+                        primary_ready,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn wasm_and_native_builtin_agree(input in input()) {
+            let sandboxed = builtin().run(&input).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(sandboxed, fledge_policy_flagger::decide(&input));
+        }
+    }
+}
