@@ -23,7 +23,7 @@ pub enum Command {
         /// A policy component (`.wasm`), or `builtin`.
         file: String,
         /// The step to judge: a policy input as JSON (camelCase fields, as in
-        /// `fledge_policy::PolicyInput`).
+        /// `fledge_policy::PolicyInput`); `-` reads it from stdin.
         #[arg(long, value_name = "FILE.json")]
         input: PathBuf,
         /// Wall-clock deadline of the decision, in milliseconds.
@@ -82,8 +82,12 @@ fn inspect(file: &str) -> Result<ExitCode> {
 }
 
 fn eval(file: &str, input: &Path, deadline_ms: u64, memory_mib: u64) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(input)
-        .with_context(|| format!("cannot read {}", input.display()))?;
+    let text = if input == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the input from stdin")?
+    } else {
+        std::fs::read_to_string(input)
+            .with_context(|| format!("cannot read {}", input.display()))?
+    };
     let input: fledge_policy::PolicyInput = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a policy input", input.display()))?;
     let bytes = read_component(file)?;
