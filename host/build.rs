@@ -94,7 +94,11 @@ fn run() -> Result<(), BuildError> {
         .to_path_buf();
     let out_dir = PathBuf::from(env("OUT_DIR")?);
 
+    // The root manifest and lock carry the `policy` profile and the guest
+    // dependencies (wit-bindgen).
     for dir in [
+        "Cargo.toml",
+        "Cargo.lock",
         "wit",
         "policies/sdk",
         "policies/flagger",
