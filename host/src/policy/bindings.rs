@@ -8,12 +8,12 @@ wasmtime::component::bindgen!({
     world: "fledge:policy/rollout-policy",
 });
 
-pub use fledge::policy::host::LogLevel;
-use fledge::policy::types as w;
+pub use self::fledge::policy::host::LogLevel;
+use self::fledge::policy::types as w;
 
-impl fledge::policy::types::Host for PolicyState {}
+impl self::fledge::policy::types::Host for PolicyState {}
 
-impl fledge::policy::host::Host for PolicyState {
+impl self::fledge::policy::host::Host for PolicyState {
     fn log(&mut self, level: LogLevel, message: String) {
         self.record(level, message);
     }
