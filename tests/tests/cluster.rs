@@ -602,6 +602,47 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
     .context("no canary request duration")?;
     println!("canary P99 from the latency histogram: {p99:.2} ms");
     assert!((25.0..=50.0).contains(&p99), "canary P99 {p99} ms");
+
+    // The simulator follows the router: shift to 50/50 as a rollout step would.
+    let mut step = router.clone();
+    step["spec"]["routes"][0]["httpRoute"]["action"]["weightedTargets"][0]["weight"] = json!(50);
+    step["spec"]["routes"][0]["httpRoute"]["action"]["weightedTargets"][1]["weight"] = json!(50);
+    apply(&client, ns, &step, &ssa().validation_strict()).await?;
+    let router_key = format!("{ns}/podinfo");
+    wait_for(
+        "the simulator to see 50/50",
+        Duration::from_secs(30),
+        || async {
+            let st = sim_state(cluster)?;
+            let weights: Vec<u32> = st.routers[&router_key]["podinfo"]
+                .iter()
+                .map(|t| t.1)
+                .collect();
+            Ok((weights == [50, 50]).then_some(()))
+        },
+    )
+    .await?;
+    let totals = |st: &StateView| {
+        let get = |k: &str| st.totals.get(k).map(|t| t.requests).unwrap_or(0);
+        (get(&canary_key), get(&primary_key))
+    };
+    let before = totals(&sim_state(cluster)?);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = totals(&sim_state(cluster)?);
+    let (canary, primary) = (after.0 - before.0, after.1 - before.1);
+    let canary_share = canary as f64 / (canary + primary) as f64 * 100.0;
+    println!(
+        "canary share after the 50/50 step: {canary_share:.2}% of {} requests",
+        canary + primary
+    );
+    assert!(
+        canary + primary > 1000,
+        "too little traffic: {canary} + {primary}"
+    );
+    assert!(
+        (canary_share - 50.0).abs() <= 1.0,
+        "canary share {canary_share:.2}%"
+    );
     Ok(())
 }
 
