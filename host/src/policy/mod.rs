@@ -140,11 +140,11 @@ impl PolicyRuntime {
         let slots = config.max_concurrent_decisions;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(slots)
-            .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+            .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
             .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
             .total_memories(slots)
             .max_memories_per_component(1)
-            .total_tables(slots * TABLES_PER_COMPONENT)
+            .total_tables(slots.saturating_mul(TABLES_PER_COMPONENT))
             .max_tables_per_component(TABLES_PER_COMPONENT)
             .max_memory_size(memory_limit)
             .linear_memory_keep_resident(KEEP_RESIDENT)
