@@ -42,7 +42,7 @@ pub const WORLD: &str = "fledge:policy/rollout-policy@0.1.0";
 pub static BUILTIN_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flagger.wasm"));
 
 /// Bounds of the sandbox. The defaults suit the built-in policy with a wide
-/// margin: it decides in microseconds and uses about 1 MiB.
+/// margin: it decides in microseconds within one 64 KiB page of memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
     /// Wall-clock time one decision (instantiation included) may take.
