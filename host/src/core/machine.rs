@@ -495,8 +495,10 @@ fn gate(t: &mut Step<'_>, kind: WebhookKind) -> Result<bool, Request> {
 fn rollback(t: &mut Step<'_>, reason: &str) -> Stage {
     let r = t.r;
     if t.old.phase == Phase::Promoting {
-        // The primary cannot take the new version: keep serving from the
-        // canary, which passed its analysis, and stop.
+        // The primary cannot take the new version. The canary, which passed
+        // its analysis, keeps serving its share and is not scaled down; unlike
+        // Flagger, it is not given all traffic, so the canary never carries
+        // more than the maximum weight the Canary allows.
         let post = t.hooks(WebhookKind::PostRollout, Phase::Failed)?;
         t.warning("Rollback", msg::promotion_failed(r, reason));
         t.alert(
@@ -504,11 +506,10 @@ fn rollback(t: &mut Step<'_>, reason: &str) -> Stage {
             format!("Promotion failed, primary not ready: {reason}"),
             false,
         );
-        t.actions.push(Action::SetRoutes(RoutePlan::weighted(100)));
         post_rollout_events(t, post);
         t.status = Status {
             phase: Phase::Failed,
-            canary_weight: 100,
+            canary_weight: t.obs.routes.canary,
             failed_checks: 0,
             iterations: 0,
             ..t.old.clone()

@@ -300,6 +300,30 @@ fn a_canary_that_misses_its_progress_deadline_rolls_back() {
 }
 
 #[test]
+fn a_primary_that_cannot_take_the_promotion_fails_it_without_moving_traffic() {
+    let report = simulate(
+        GUIDE,
+        "trigger: {image: podinfo:2}\nrollout: {primaryReadyAfter: 3}\n",
+    );
+    assert_eq!(report.phase, Phase::Failed);
+    let text = lines(&report, Format::Text);
+    let copy = text
+        .iter()
+        .position(|l| l.starts_with("Copying"))
+        .expect("promotes");
+    assert_eq!(
+        &text[copy + 1..],
+        [
+            "Waiting for podinfo-primary.test rollout to finish: 1 of 2 updated replicas are available",
+            "Promotion of podinfo.test failed, primary not ready: progress deadline exceeded deployment \"podinfo-primary\" exceeded its progress deadline",
+        ]
+    );
+    // The canary keeps its analysed share (50%), never more than maxWeight.
+    assert_eq!(report.samples.last().map(|s| s.canary_weight), Some(50));
+    assert_eq!(report.records.last().map(|r| r.canary_weight), Some(50));
+}
+
+#[test]
 fn a_metric_query_error_halts_and_never_promotes() {
     let report = simulate(
         GUIDE,
