@@ -25,50 +25,19 @@ fn metric(
     }
 }
 
-fn webhook(name: &str, kind: WebhookKind) -> WebhookResult {
-    WebhookResult {
-        name: name.into(),
-        kind,
-        passed: true,
-        message: "ok".into(),
-    }
-}
-
 /// Mid-analysis, every check passing, so the policy judges all of them.
 fn realistic_input() -> PolicyInput {
     PolicyInput {
-        canary: "podinfo.test".into(),
-        strategy: Strategy::Canary,
-        analysis: Analysis {
-            interval_seconds: 60,
-            threshold: 5,
-            max_weight: Some(50),
-            step_weight: Some(5),
-            ..Analysis::default()
-        },
         state: State {
-            phase: Phase::Progressing,
             canary_weight: 20,
             primary_weight: 80,
-            iteration: 0,
             failed_checks: 1,
             seconds_in_phase: 240,
+            ..testing::guide_input().state
         },
         metrics: vec![
-            metric(
-                "request-success-rate",
-                99.7,
-                Some(99.0),
-                None,
-                MetricUnit::Percent,
-            ),
-            metric(
-                "request-duration",
-                212.0,
-                None,
-                Some(500.0),
-                MetricUnit::Milliseconds,
-            ),
+            testing::success_rate(99.7),
+            testing::duration(212.0),
             metric("error-budget-burn", 0.4, None, Some(1.0), MetricUnit::None),
             metric(
                 "p99-latency",
@@ -86,12 +55,11 @@ fn realistic_input() -> PolicyInput {
             ),
         ],
         webhooks: vec![
-            webhook("acceptance-test", WebhookKind::PreRollout),
-            webhook("load-test", WebhookKind::Rollout),
-            webhook("promotion-gate", WebhookKind::ConfirmPromotion),
+            testing::webhook("acceptance-test", WebhookKind::PreRollout, true),
+            testing::webhook("load-test", WebhookKind::Rollout, true),
+            testing::webhook("promotion-gate", WebhookKind::ConfirmPromotion, true),
         ],
-        canary_ready: Readiness::Ready,
-        primary_ready: Readiness::Ready,
+        ..testing::guide_input()
     }
 }
 

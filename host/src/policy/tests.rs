@@ -1,6 +1,7 @@
 //! The runtime end to end: the built-in policy through Wasm on the App Mesh
 //! guide's configuration, and hostile components that must be contained.
 use super::*;
+use fledge_policy::testing::{self, duration, success_rate, webhook};
 use fledge_policy::*;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -30,55 +31,12 @@ fn fixture(name: &str) -> Policy {
         .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
-/// The guide's Canary: maxWeight 50, stepWeight 5, threshold 5.
+/// The guide's Canary mid-step, with passing metrics and load test.
 fn guide_input() -> PolicyInput {
     PolicyInput {
-        canary: "podinfo.test".into(),
-        strategy: Strategy::Canary,
-        analysis: Analysis {
-            interval_seconds: 60,
-            threshold: 5,
-            max_weight: Some(50),
-            step_weight: Some(5),
-            ..Analysis::default()
-        },
-        state: State {
-            phase: Phase::Progressing,
-            canary_weight: 0,
-            primary_weight: 100,
-            iteration: 0,
-            failed_checks: 0,
-            seconds_in_phase: 0,
-        },
         metrics: vec![success_rate(99.9), duration(120.0)],
-        webhooks: vec![WebhookResult {
-            name: "load-test".into(),
-            kind: WebhookKind::Rollout,
-            passed: true,
-            message: "ok".into(),
-        }],
-        canary_ready: Readiness::Ready,
-        primary_ready: Readiness::Ready,
-    }
-}
-
-fn success_rate(v: f64) -> MetricResult {
-    MetricResult {
-        name: "request-success-rate".into(),
-        value: MetricValue::Value(v),
-        min: Some(99.0),
-        max: None,
-        unit: MetricUnit::Percent,
-    }
-}
-
-fn duration(ms: f64) -> MetricResult {
-    MetricResult {
-        name: "request-duration".into(),
-        value: MetricValue::Value(ms),
-        min: None,
-        max: Some(500.0),
-        unit: MetricUnit::Milliseconds,
+        webhooks: vec![webhook("load-test", WebhookKind::Rollout, true)],
+        ..testing::guide_input()
     }
 }
 

@@ -1,51 +1,6 @@
 use super::decide;
+use fledge_policy::testing::{duration, guide_input, success_rate};
 use fledge_policy::*;
-
-fn guide_input() -> PolicyInput {
-    PolicyInput {
-        canary: "podinfo.test".into(),
-        strategy: Strategy::Canary,
-        analysis: Analysis {
-            interval_seconds: 60,
-            threshold: 5,
-            max_weight: Some(50),
-            step_weight: Some(5),
-            ..Analysis::default()
-        },
-        state: State {
-            phase: Phase::Progressing,
-            canary_weight: 0,
-            primary_weight: 100,
-            iteration: 0,
-            failed_checks: 0,
-            seconds_in_phase: 0,
-        },
-        metrics: vec![],
-        webhooks: vec![],
-        canary_ready: Readiness::Ready,
-        primary_ready: Readiness::Ready,
-    }
-}
-
-fn success_rate(v: f64) -> MetricResult {
-    MetricResult {
-        name: "request-success-rate".into(),
-        value: MetricValue::Value(v),
-        min: Some(99.0),
-        max: None,
-        unit: MetricUnit::Percent,
-    }
-}
-
-fn duration(ms: f64) -> MetricResult {
-    MetricResult {
-        name: "request-duration".into(),
-        value: MetricValue::Value(ms),
-        min: None,
-        max: Some(500.0),
-        unit: MetricUnit::Milliseconds,
-    }
-}
 
 /// Applies `decide` until promotion, returning the weights it stepped through.
 fn walk(mut input: PolicyInput) -> (Vec<u32>, Decision) {

@@ -21,6 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod format;
+pub mod testing;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
