@@ -26,6 +26,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // JSON logs on stderr (stdout is the command's output); `FLEDGE_LOG`
+    // takes a tracing filter, e.g. `FLEDGE_LOG=debug`.
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLEDGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let result = match cli.command {
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Policy(cmd) => cli::policy::run(cmd),
