@@ -180,3 +180,62 @@ fn policy_inspect_and_eval() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("100 ms"), "{}", stderr(&o));
 }
+
+#[test]
+fn policy_build_makes_a_component_that_simulate_uses() {
+    let dir = scratch("build");
+    let out = dir.join("strict.wasm");
+    let target_dir = root().join("target").join("wasm");
+    let o = fledge(&[
+        "policy",
+        "build",
+        "examples/policies/strict",
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--profile",
+        "policy",
+        "--target-dir",
+        target_dir.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("sha256:"), "{}", stdout(&o));
+    let o = fledge(&[
+        "simulate",
+        "--policy",
+        out.to_str().expect("utf-8"),
+        "--canary",
+        "examples/podinfo/canary.yaml",
+        "--scenario",
+        "examples/scenarios/rollback.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.ends_with(
+            "Advance podinfo.test canary weight 15\nRolling back podinfo.test strict policy: success rate 69.17% < 99%\nCanary failed! Scaling down podinfo.test\n"
+        ),
+        "{text}"
+    );
+
+    // A crate that exports nothing is refused with the reason.
+    let o = fledge(&[
+        "policy",
+        "build",
+        "policies/sdk",
+        "-o",
+        dir.join("sdk.wasm").to_str().expect("utf-8"),
+        "--profile",
+        "policy",
+        "--target-dir",
+        target_dir.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(
+            "is not a rollout policy: does the crate call fledge_policy::export_policy!?"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,5 +1,5 @@
-//! `fledge policy inspect|eval`: look at a policy component and run one
-//! decision with it, outside any cluster.
+//! `fledge policy build|inspect|eval`: build a policy crate into a component,
+//! look at a component, and run one decision with it, outside any cluster.
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use fledge::policy::{PolicyError, PolicyRuntime, RuntimeConfig, BUILTIN_COMPONENT, WORLD};
@@ -12,6 +12,22 @@ const BUILTIN: &str = "builtin";
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Builds a policy crate (a library using `fledge_policy::export_policy!`)
+    /// into a component for wasm32, and checks that it implements the world.
+    Build {
+        /// The crate's directory (or its Cargo.toml).
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Where to write the component (default: `<crate>.wasm` here).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Cargo profile to build with.
+        #[arg(long, default_value = "release")]
+        profile: String,
+        /// Cargo target directory (default: `target/fledge-policy` in the crate).
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
     /// Shows a component's digest, size, imports and exports, and whether it
     /// implements the rollout-policy world.
     Inspect {
@@ -37,6 +53,12 @@ pub enum Command {
 
 pub fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
+        Command::Build {
+            path,
+            output,
+            profile,
+            target_dir,
+        } => build(&path, output, &profile, target_dir),
         Command::Inspect { file } => inspect(&file),
         Command::Eval {
             file,
@@ -45,6 +67,100 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             memory_mib,
         } => eval(&file, &input, deadline_ms, memory_mib),
     }
+}
+
+fn build(
+    path: &Path,
+    output: Option<PathBuf>,
+    profile: &str,
+    target_dir: Option<PathBuf>,
+) -> Result<ExitCode> {
+    use fledge::policy::toolchain::{componentize, Toolchain, TARGET};
+    let manifest = if path.is_dir() {
+        path.join("Cargo.toml")
+    } else {
+        path.to_path_buf()
+    };
+    let lib = library_name(&manifest)?;
+    let crate_dir = manifest.parent().unwrap_or(Path::new("."));
+    let target_dir = target_dir.unwrap_or_else(|| crate_dir.join("target").join("fledge-policy"));
+    let toolchain = Toolchain::detect()?;
+    toolchain
+        .cargo(
+            &manifest,
+            &target_dir,
+            profile,
+            &["rustc", "--lib", "--crate-type", "cdylib"],
+        )
+        .with_context(|| format!("cannot build {}", manifest.display()))?;
+    // Cargo names the output directory of the dev profile `debug`.
+    let profile_dir = if profile == "dev" { "debug" } else { profile };
+    let module = target_dir
+        .join(TARGET)
+        .join(profile_dir)
+        .join(format!("{lib}.wasm"));
+    let output = output.unwrap_or_else(|| PathBuf::from(format!("{lib}.wasm")));
+    componentize(&module, &output)?;
+    let bytes =
+        std::fs::read(&output).with_context(|| format!("cannot read {}", output.display()))?;
+    let runtime = PolicyRuntime::new(RuntimeConfig::default())?;
+    let info = runtime.inspect(&bytes)?;
+    info.world.with_context(|| {
+        format!(
+            "{} was built but is not a rollout policy: does the crate call fledge_policy::export_policy!?",
+            output.display()
+        )
+    })?;
+    println!("{} {} ({} bytes)", output.display(), info.digest, info.size);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The library target's name of the package at `manifest`, from `cargo metadata`.
+fn library_name(manifest: &Path) -> Result<String> {
+    let out =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+                "--manifest-path",
+            ])
+            .arg(manifest)
+            .output()
+            .with_context(|| format!("cannot run cargo metadata for {}", manifest.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{}: not a Cargo package: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let manifest = std::fs::canonicalize(manifest)?;
+    let package = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path()))
+        .with_context(|| format!("{}: no package in this manifest", manifest.display()))?;
+    package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "lib" || k == "cdylib" || k == "rlib"))
+        })
+        .and_then(|t| t["name"].as_str())
+        .map(|n| n.replace('-', "_"))
+        .with_context(|| {
+            format!(
+                "{}: the package has no library target; a policy is a library",
+                manifest.display()
+            )
+        })
 }
 
 fn read_component(file: &str) -> Result<Vec<u8>> {

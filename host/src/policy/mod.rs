@@ -14,6 +14,7 @@ mod error;
 mod limits;
 mod native;
 mod ticker;
+pub mod toolchain;
 pub mod validate;
 
 #[cfg(test)]

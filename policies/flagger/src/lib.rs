@@ -18,6 +18,7 @@ use fledge_policy::{
     Advance, Decision, MetricValue, Phase, PolicyInput, Readiness, RoutePlan, Strategy, WebhookKind,
 };
 
+#[cfg(feature = "component")]
 fledge_policy::export_policy!(decide);
 
 /// Judges one analysis step.
