@@ -27,28 +27,9 @@ mod tests {
 
     #[test]
     fn native_judge_validates_the_builtin_decision() {
-        let input = PolicyInput {
-            canary: "podinfo.test".into(),
-            strategy: Strategy::Canary,
-            analysis: Analysis {
-                threshold: 5,
-                max_weight: Some(50),
-                step_weight: Some(5),
-                ..Analysis::default()
-            },
-            state: State {
-                phase: Phase::Progressing,
-                canary_weight: 45,
-                primary_weight: 55,
-                iteration: 0,
-                failed_checks: 0,
-                seconds_in_phase: 0,
-            },
-            metrics: vec![],
-            webhooks: vec![],
-            canary_ready: Readiness::Ready,
-            primary_ready: Readiness::Ready,
-        };
+        let mut input = testing::guide_input();
+        input.state.canary_weight = 45;
+        input.state.primary_weight = 55;
         let decision = NativeJudge.decide(&input).unwrap();
         assert_eq!(
             decision,

@@ -191,29 +191,13 @@ mod tests {
     use super::*;
     use fledge_policy::*;
 
+    /// The guide's Canary at weight 10, iteration 3.
     fn input() -> PolicyInput {
-        PolicyInput {
-            canary: "podinfo.test".into(),
-            strategy: Strategy::Canary,
-            analysis: Analysis {
-                threshold: 5,
-                max_weight: Some(50),
-                step_weight: Some(5),
-                ..Analysis::default()
-            },
-            state: State {
-                phase: Phase::Progressing,
-                canary_weight: 10,
-                primary_weight: 90,
-                iteration: 3,
-                failed_checks: 0,
-                seconds_in_phase: 0,
-            },
-            metrics: vec![],
-            webhooks: vec![],
-            canary_ready: Readiness::Ready,
-            primary_ready: Readiness::Ready,
-        }
+        let mut input = testing::guide_input();
+        input.state.canary_weight = 10;
+        input.state.primary_weight = 90;
+        input.state.iteration = 3;
+        input
     }
 
     fn advance(canary: u32, primary: u32, iteration: u32) -> Decision {
