@@ -167,14 +167,31 @@ fn endless_loop_is_stopped_by_the_deadline() {
         "{err}"
     );
     assert!(
-        elapsed >= Duration::from_millis(90) && elapsed < Duration::from_secs(2),
+        // Not a speed check: a loop that was not interrupted never returns.
+        elapsed >= Duration::from_millis(90) && elapsed < Duration::from_secs(10),
         "stopped after {elapsed:?}"
     );
 }
 
+/// A runtime whose deadline cannot fire before a memory cap does, however
+/// loaded the machine is.
+fn patient_runtime(memory_limit: u64) -> PolicyRuntime {
+    PolicyRuntime::new(RuntimeConfig {
+        deadline: Duration::from_secs(30),
+        memory_limit,
+        max_concurrent_decisions: 2,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts")
+}
+
 #[test]
 fn memory_bomb_is_stopped_by_the_cap() {
-    let err = fixture("memory-bomb").evaluate(&guide_input()).unwrap_err();
+    let err = patient_runtime(32 << 20)
+        .load(&fixture_bytes("memory-bomb"))
+        .expect("fixture loads")
+        .evaluate(&guide_input())
+        .unwrap_err();
     assert_eq!(err, PolicyError::MemoryLimit { limit: 32 << 20 });
     assert!(
         err.to_string()
@@ -352,15 +369,18 @@ fn a_smaller_deadline_and_cap_are_honoured() {
         ..RuntimeConfig::default()
     })
     .unwrap();
+    let looping = rt.load(&fixture_bytes("endless-loop")).unwrap();
     let started = Instant::now();
-    let err = rt
-        .load(&fixture_bytes("endless-loop"))
-        .unwrap()
-        .evaluate(&guide_input())
-        .unwrap_err();
-    assert!(matches!(err, PolicyError::Timeout { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_millis(500));
-    let err = rt
+    let err = looping.evaluate(&guide_input()).unwrap_err();
+    assert_eq!(
+        err,
+        PolicyError::Timeout {
+            limit: Duration::from_millis(20)
+        }
+    );
+    // Not a speed check: only that the loop was interrupted at all.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = patient_runtime(8 << 20)
         .load(&fixture_bytes("memory-bomb"))
         .unwrap()
         .evaluate(&guide_input())

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 pub const PODINFO_DEPLOYMENT: &str = include_str!("../../../examples/podinfo/deployment.yaml");
 pub const PODINFO_HPA: &str = include_str!("../../../examples/podinfo/hpa.yaml");
 
+/// `spec.type` of an AlertProvider.
+pub const ALERT_PROVIDERS: &[&str] = &["slack", "msteams", "discord", "rocket", "gchat"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{file}: not valid YAML: {source}")]
@@ -141,6 +144,7 @@ pub fn load(
     let mut hpa_min_replicas = None;
     let mut objects: BTreeMap<String, Value> = BTreeMap::new();
     let mut templates = BTreeMap::new();
+    let mut providers = std::collections::BTreeSet::new();
     for (file, text) in targets {
         for doc in documents(file, text)? {
             let kind = doc
@@ -186,6 +190,27 @@ pub fn load(
                     }
                     templates.insert((ns, name), t);
                 }
+                "AlertProvider" => {
+                    let kind = doc
+                        .pointer("/spec/type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    if !ALERT_PROVIDERS.contains(&kind.as_str()) {
+                        return Err(object_err(
+                            file,
+                            &format!("AlertProvider {name}: spec.type"),
+                            format!("unknown type `{kind}`"),
+                            format!("use one of {}", ALERT_PROVIDERS.join(", ")),
+                        ));
+                    }
+                    let ns = doc
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&rollout.namespace)
+                        .to_string();
+                    providers.insert((ns, name));
+                }
                 "ConfigMap" => {
                     objects.insert(format!("configmap/{name}"), doc);
                 }
@@ -230,6 +255,18 @@ pub fn load(
                     "pass the MetricTemplate with --target",
                 ));
             }
+        }
+    }
+
+    for (i, alert) in rollout.alerts.iter().enumerate() {
+        let key = (alert.provider_namespace.clone(), alert.provider.clone());
+        if !providers.contains(&key) {
+            return Err(object_err(
+                canary_file,
+                &format!("spec.analysis.alerts[{i}].providerRef"),
+                format!("AlertProvider {}.{} not found", key.1, key.0),
+                "pass the AlertProvider with --target",
+            ));
         }
     }
 

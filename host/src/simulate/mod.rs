@@ -7,6 +7,7 @@ pub mod plot;
 pub mod scenario;
 pub mod world;
 
+use crate::core::rollout::Severity;
 use crate::core::{self, Action, Judge, Outcome, Rollout, Status};
 use fledge_policy::{MetricValue, Phase};
 pub use load::{load, Inputs, LoadError};
@@ -35,6 +36,20 @@ pub struct Record {
     pub bootstrap: bool,
 }
 
+/// A notification that would have gone to an alert provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentAlert {
+    pub ts: i64,
+    /// The AlertProvider's name.
+    pub provider: String,
+    pub severity: Severity,
+    pub message: String,
+    /// Index of the record it precedes in `Report::records`.
+    pub after: usize,
+    /// Sent while bootstrapping, before the trigger.
+    pub bootstrap: bool,
+}
+
 /// The state of the world at the end of one step, for plots.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -49,6 +64,7 @@ pub struct Sample {
 pub struct Report {
     pub canary: String,
     pub records: Vec<Record>,
+    pub alerts: Vec<SentAlert>,
     pub samples: Vec<Sample>,
     pub phase: Phase,
     /// Steps run after the trigger.
@@ -90,6 +106,7 @@ impl Sim {
             report: Report {
                 canary: inputs.rollout.id(),
                 records: Vec::new(),
+                alerts: Vec::new(),
                 samples: Vec::new(),
                 phase: Phase::Initializing,
                 steps: 0,
@@ -143,6 +160,27 @@ impl Sim {
         }
         let bootstrap = !self.triggered;
         for action in &tick.actions {
+            if let Action::Alert(alert) = action {
+                // Each of the Canary's alerts whose severity the alert reaches.
+                for spec in self
+                    .rollout
+                    .alerts
+                    .iter()
+                    .filter(|s| alert.severity >= s.severity)
+                {
+                    if alert.muted {
+                        continue;
+                    }
+                    self.report.alerts.push(SentAlert {
+                        ts: self.now,
+                        provider: spec.provider.clone(),
+                        severity: alert.severity,
+                        message: alert.message.clone(),
+                        after: self.report.records.len(),
+                        bootstrap: !self.triggered,
+                    });
+                }
+            }
             if let Action::Event(e) = action {
                 self.report.records.push(Record {
                     ts: self.now,

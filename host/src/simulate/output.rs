@@ -1,6 +1,7 @@
 //! How a simulation is printed: log lines (`text`), Kubernetes Events
 //! (`events`), or one JSON object per line (`json`).
-use super::{Record, Report};
+use super::{Record, Report, SentAlert};
+use crate::core::rollout::Severity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -13,17 +14,54 @@ pub enum Format {
 }
 
 /// The lines of `report` in `format`; bootstrap lines only if asked for.
+/// JSON also carries the alerts that would have been sent, where they occur.
 pub fn render(report: &Report, format: Format, bootstrap: bool) -> Vec<String> {
-    report
-        .records
-        .iter()
-        .filter(|r| bootstrap || !r.bootstrap)
-        .map(|r| match format {
+    let mut out = Vec::new();
+    let mut alerts = report.alerts.iter().peekable();
+    for (i, r) in report.records.iter().enumerate() {
+        if format == Format::Json {
+            while let Some(a) = alerts.next_if(|a| a.after <= i) {
+                if bootstrap || !a.bootstrap {
+                    out.push(alert_line(&report.canary, a));
+                }
+            }
+        }
+        if !bootstrap && r.bootstrap {
+            continue;
+        }
+        out.push(match format {
             Format::Text => r.msg.clone(),
             Format::Events => r.event.clone(),
             Format::Json => json_line(&report.canary, r),
-        })
-        .collect()
+        });
+    }
+    if format == Format::Json {
+        out.extend(
+            alerts
+                .filter(|a| bootstrap || !a.bootstrap)
+                .map(|a| alert_line(&report.canary, a)),
+        );
+    }
+    out
+}
+
+fn alert_line(canary: &str, a: &SentAlert) -> String {
+    serde_json::json!({
+        "ts": rfc3339(a.ts),
+        "level": "info",
+        "msg": format!("alert sent to {}", a.provider),
+        "canary": canary,
+        "alert": {
+            "provider": a.provider,
+            "severity": match a.severity {
+                Severity::Info => "info",
+                Severity::Warn => "warn",
+                Severity::Error => "error",
+            },
+            "message": a.message,
+        },
+    })
+    .to_string()
 }
 
 fn json_line(canary: &str, r: &Record) -> String {

@@ -164,6 +164,55 @@ fn json_lines_carry_time_phase_weight_checks_and_iteration() {
 }
 
 #[test]
+fn alerts_reach_the_providers_whose_severity_they_meet() {
+    let canary = GUIDE.replace(
+        "    webhooks:\n    - name: acceptance-test",
+        "    alerts:\n    - name: on-call\n      severity: error\n      providerRef: {name: pager}\n    - name: team\n      severity: info\n      providerRef: {name: slack}\n    webhooks:\n    - name: acceptance-test",
+    );
+    let providers = "apiVersion: flagger.app/v1beta1\nkind: AlertProvider\nmetadata: {name: slack, namespace: test}\nspec: {type: slack, channel: deploys}\n---\napiVersion: flagger.app/v1beta1\nkind: AlertProvider\nmetadata: {name: pager, namespace: test}\nspec: {type: msteams}\n";
+    let targets = vec![
+        (
+            "deployment.yaml".to_string(),
+            load::PODINFO_DEPLOYMENT.to_string(),
+        ),
+        ("hpa.yaml".to_string(), load::PODINFO_HPA.to_string()),
+        ("alerts.yaml".to_string(), providers.to_string()),
+    ];
+    let inputs = load("canary.yaml", &canary, &targets).expect("loads");
+    let report = run(
+        &inputs,
+        serde_yaml::from_str(ROLLBACK).expect("scenario"),
+        builtin(),
+    );
+    let sent: Vec<(&str, &str)> = report
+        .alerts
+        .iter()
+        .filter(|a| !a.bootstrap)
+        .map(|a| (a.provider.as_str(), a.message.as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (
+                "slack",
+                "New revision detected, progressing canary analysis."
+            ),
+            ("pager", "Failed checks threshold reached 5"),
+            ("slack", "Failed checks threshold reached 5"),
+        ]
+    );
+    let json = lines(&report, Format::Json);
+    // Alerts sit where they were sent: after the rollback event.
+    let alert: serde_json::Value = serde_json::from_str(&json[json.len() - 3]).expect("json");
+    assert_eq!(alert["alert"]["provider"], "pager");
+    assert_eq!(alert["alert"]["severity"], "error");
+
+    // A provider that was not given is named, with the fix.
+    let err = load("canary.yaml", &canary, &targets[..2]).expect_err("missing provider");
+    assert!(err.to_string().contains("spec.analysis.alerts[0].providerRef: AlertProvider pager.test not found; pass the AlertProvider with --target"), "{err}");
+}
+
+#[test]
 fn weights_stop_at_max_weight_instead_of_overshooting() {
     let canary = with_analysis(
         "    interval: 1m\n    threshold: 5\n    maxWeight: 50\n    stepWeight: 20\n",
