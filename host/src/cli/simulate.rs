@@ -37,6 +37,9 @@ pub struct Args {
     /// Also prints what happens while the Canary is bootstrapped, before the trigger.
     #[arg(long)]
     bootstrap: bool,
+    /// Wall-clock deadline of one policy decision, in milliseconds (as in the operator).
+    #[arg(long, default_value_t = 100)]
+    policy_deadline_ms: u64,
     /// Simulates this many copies of the Canary at once and prints a summary.
     #[arg(long, default_value_t = 1)]
     copies: usize,
@@ -76,8 +79,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {}: {w}", args.canary.display());
     }
 
-    let runtime =
-        PolicyRuntime::new(RuntimeConfig::default()).context("starting the policy runtime")?;
+    let runtime = PolicyRuntime::new(RuntimeConfig {
+        deadline: std::time::Duration::from_millis(args.policy_deadline_ms),
+        ..RuntimeConfig::default()
+    })
+    .context("starting the policy runtime")?;
     let policy = match &args.policy {
         Some(path) => {
             let bytes =

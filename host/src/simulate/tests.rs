@@ -19,7 +19,13 @@ const AB_TEST: &str = include_str!("../../../examples/scenarios/ab-test.yaml");
 fn builtin() -> &'static crate::policy::Policy {
     static POLICY: OnceLock<crate::policy::Policy> = OnceLock::new();
     POLICY.get_or_init(|| {
-        let runtime = PolicyRuntime::new(RuntimeConfig::default()).expect("runtime starts");
+        // These tests are about rollouts, not deadlines: a loaded test machine
+        // must not turn a slow decision into a failed check.
+        let runtime = PolicyRuntime::new(RuntimeConfig {
+            deadline: std::time::Duration::from_secs(5),
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime starts");
         runtime.builtin().expect("built-in policy loads")
     })
 }
