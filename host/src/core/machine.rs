@@ -297,6 +297,10 @@ fn analyse(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
         }
     }
 
+    // Asked once per step: a gate's answer brings the decision back.
+    if let Some(decided) = &t.obs.decision {
+        return apply(t, decided.clone());
+    }
     let input = policy_input(t, webhooks, metrics.to_vec());
     let decision = match judge.decide(&input) {
         Ok(d) => guard(t, d),
@@ -407,7 +411,7 @@ fn apply(t: &mut Step<'_>, decision: Decision) -> Stage {
         Decision::Rollback(reason) => rollback(t, &reason),
         Decision::Promote if phase == Phase::Promoting => Ok(()),
         Decision::Promote => {
-            if !gate(t, WebhookKind::ConfirmPromotion)? {
+            if !gate(t, WebhookKind::ConfirmPromotion, &Decision::Promote)? {
                 return Ok(());
             }
             t.normal("Promote", msg::copying(r));
@@ -431,43 +435,56 @@ fn apply(t: &mut Step<'_>, decision: Decision) -> Stage {
             }
             Ok(())
         }
-        Decision::Advance(a) => match r.strategy {
-            Strategy::Canary => {
-                if a.route.canary_weight > t.obs.routes.canary
-                    && !gate(t, WebhookKind::ConfirmTrafficIncrease)?
-                {
-                    return Ok(());
-                }
-                let w = a.route.canary_weight;
-                t.actions.push(Action::SetRoutes(a.route));
-                t.status.canary_weight = w;
-                t.normal("Advance", msg::advance_weight(r, w));
-                Ok(())
-            }
-            Strategy::AbTesting | Strategy::BlueGreen => {
-                let of = r.analysis.iterations.unwrap_or(0);
-                if a.iteration > of {
-                    // Blue/green after its iterations: the traffic switch is
-                    // the promotion's first step, behind its gate.
-                    if !gate(t, WebhookKind::ConfirmPromotion)? {
+        Decision::Advance(a) => {
+            let decided = Decision::Advance(a.clone());
+            match r.strategy {
+                Strategy::Canary => {
+                    if a.route.canary_weight > t.obs.routes.canary
+                        && !gate(t, WebhookKind::ConfirmTrafficIncrease, &decided)?
+                    {
                         return Ok(());
                     }
-                    t.normal("Advance", msg::routing_all_to_canary());
-                } else {
-                    t.normal("Advance", msg::advance_iteration(r, a.iteration, of));
+                    let w = a.route.canary_weight;
+                    t.actions.push(Action::SetRoutes(a.route));
+                    t.status.canary_weight = w;
+                    t.normal("Advance", msg::advance_weight(r, w));
+                    Ok(())
                 }
-                t.actions.push(Action::SetRoutes(a.route));
-                t.status.iterations = a.iteration;
-                Ok(())
+                Strategy::AbTesting | Strategy::BlueGreen => {
+                    let of = r.analysis.iterations.unwrap_or(0);
+                    if a.iteration > of {
+                        // Blue/green after its iterations: the traffic switch is
+                        // the promotion's first step, behind its gate.
+                        if !gate(t, WebhookKind::ConfirmPromotion, &decided)? {
+                            return Ok(());
+                        }
+                        t.normal("Advance", msg::routing_all_to_canary());
+                    } else {
+                        t.normal("Advance", msg::advance_iteration(r, a.iteration, of));
+                    }
+                    t.actions.push(Action::SetRoutes(a.route));
+                    t.status.iterations = a.iteration;
+                    Ok(())
+                }
             }
-        },
+        }
     }
 }
 
 /// A confirm-* gate: `Ok(true)` when open. When closed the canary holds (and
 /// for confirm-promotion waits in WaitingPromotion); no failed check.
-fn gate(t: &mut Step<'_>, kind: WebhookKind) -> Result<bool, Request> {
-    let results = t.hooks(kind, t.old.phase)?;
+fn gate(t: &mut Step<'_>, kind: WebhookKind, decided: &Decision) -> Result<bool, Request> {
+    let results: &[WebhookResult] = match t.obs.webhooks.get(&kind) {
+        Some(results) => results,
+        None if !t.r.has_webhooks(kind) => &[],
+        None => {
+            return Err(Request::Gate {
+                kind,
+                phase: t.old.phase,
+                decision: decided.clone(),
+            })
+        }
+    };
     if let Some(closed) = first_failed(results) {
         let name = closed.name.clone();
         let muted =

@@ -25,7 +25,9 @@ pub use judge::{Judge, JudgeError};
 pub use machine::step;
 pub use rollout::Rollout;
 
-use fledge_policy::{MetricResult, Phase, Readiness, RoutePlan, WebhookKind, WebhookResult};
+use fledge_policy::{
+    Decision, MetricResult, Phase, Readiness, RoutePlan, WebhookKind, WebhookResult,
+};
 use rollout::Severity;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -77,6 +79,9 @@ pub struct Observations {
     pub webhooks: BTreeMap<WebhookKind, Vec<WebhookResult>>,
     /// Metrics queried this step, in query order.
     pub metrics: Vec<MetricResult>,
+    /// The policy's decision of this step, once a [`Request::Gate`] brought
+    /// it back, so the policy is asked once per step.
+    pub decision: Option<Decision>,
 }
 
 /// I/O the core needs before it can finish a step.
@@ -87,6 +92,13 @@ pub enum Request {
     Webhooks { kind: WebhookKind, phase: Phase },
     /// Query `Rollout::metrics[index]` and push the result onto `Observations::metrics`.
     Metric { index: usize },
+    /// A confirm-* gate before acting on `decision`: call the webhooks as for
+    /// [`Request::Webhooks`], and record `decision` in `Observations::decision`.
+    Gate {
+        kind: WebhookKind,
+        phase: Phase,
+        decision: Decision,
+    },
 }
 
 /// An effect for the shell to carry out, in order.

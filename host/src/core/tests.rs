@@ -184,3 +184,50 @@ fn the_core_imports_no_effects() {
     }
     assert!(checked >= 6, "only {checked} core files found");
 }
+
+/// Counts the decisions it is asked for.
+struct Counting(std::cell::Cell<u32>);
+impl Judge for Counting {
+    fn decide(&self, input: &PolicyInput) -> Result<Decision, JudgeError> {
+        self.0.set(self.0.get() + 1);
+        NativeJudge.decide(input)
+    }
+}
+
+#[test]
+fn a_gate_after_the_decision_does_not_ask_the_policy_twice() {
+    let mut r = guide();
+    r.webhooks.push(rollout::WebhookSpec {
+        name: "approve".into(),
+        kind: WebhookKind::ConfirmTrafficIncrease,
+        ..r.webhooks[0].clone()
+    });
+    let (status, mut obs) = progressing(10);
+    let judge = Counting(std::cell::Cell::new(0));
+    let tick = loop {
+        match step(&r, &status, &obs, &judge) {
+            Outcome::Need(Request::Webhooks { kind, .. }) => {
+                obs.webhooks.insert(kind, vec![]);
+            }
+            Outcome::Need(Request::Metric { index }) => {
+                obs.metrics.push(fledge_policy::MetricResult {
+                    name: r.metrics[index].name.clone(),
+                    value: fledge_policy::MetricValue::Value(100.0),
+                    min: r.metrics[index].min,
+                    max: r.metrics[index].max,
+                    unit: r.metrics[index].unit,
+                });
+            }
+            Outcome::Need(Request::Gate { kind, decision, .. }) => {
+                assert_eq!(kind, WebhookKind::ConfirmTrafficIncrease);
+                obs.webhooks.insert(kind, vec![]);
+                obs.decision = Some(decision);
+            }
+            Outcome::Done(tick) => break tick,
+        }
+    };
+    assert_eq!(judge.0.get(), 1);
+    assert!(tick
+        .actions
+        .contains(&Action::SetRoutes(fledge_policy::RoutePlan::weighted(15))));
+}

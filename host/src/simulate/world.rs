@@ -203,6 +203,7 @@ impl World {
             },
             webhooks: BTreeMap::new(),
             metrics: Vec::new(),
+            decision: None,
         }
     }
 
@@ -212,6 +213,11 @@ impl World {
             Request::Webhooks { kind, .. } => {
                 let results = self.call_webhooks(r, *kind);
                 obs.webhooks.insert(*kind, results);
+            }
+            Request::Gate { kind, decision, .. } => {
+                let results = self.call_webhooks(r, *kind);
+                obs.webhooks.insert(*kind, results);
+                obs.decision = Some(decision.clone());
             }
             Request::Metric { index } => {
                 let spec = &r.metrics[*index];
