@@ -2,6 +2,7 @@
 //! every judgement asked of the policy.
 use super::messages::{self as msg, alert};
 use super::rollout::{Rollout, Severity};
+use super::validate::validate_decision;
 use super::{Action, Alert, Event, Judge, Observations, Outcome, Request, Status, Tick};
 use fledge_policy::{
     Decision, MetricResult, MetricValue, Phase, PolicyInput, Readiness, RoutePlan, State, Strategy,
@@ -83,13 +84,16 @@ impl<'a> Step<'a> {
 
     /// The results of this step's webhooks of `kind`, calling them first if needed.
     fn hooks(&self, kind: WebhookKind, phase: Phase) -> Result<&'a [WebhookResult], Request> {
+        self.results(kind).ok_or(Request::Webhooks { kind, phase })
+    }
+
+    /// This step's results of the webhooks of `kind`: none when the Canary
+    /// has none, `None` when they have not been called yet.
+    fn results(&self, kind: WebhookKind) -> Option<&'a [WebhookResult]> {
         if !self.r.has_webhooks(kind) {
-            return Ok(&[]);
+            return Some(&[]);
         }
-        match self.obs.webhooks.get(&kind) {
-            Some(results) => Ok(results),
-            None => Err(Request::Webhooks { kind, phase }),
-        }
+        self.obs.webhooks.get(&kind).map(Vec::as_slice)
     }
 
     /// Emits `<Type> check <hook> passed` for each passed hook of a gate.
@@ -289,8 +293,7 @@ fn analyse(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
             let hooks = t.hooks(kind, phase)?;
             webhooks.extend_from_slice(hooks);
             if first_step {
-                let passed: Vec<WebhookResult> = hooks.to_vec();
-                t.passed_events(&passed);
+                t.passed_events(hooks);
             } else if first_failed(hooks).is_none() {
                 metrics = gather_metrics(t)?;
             }
@@ -303,7 +306,7 @@ fn analyse(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
     }
     let input = policy_input(t, webhooks, metrics.to_vec());
     let decision = match judge.decide(&input) {
-        Ok(d) => guard(t, d),
+        Ok(d) => guard(&input, d),
         // A policy that cannot judge must not keep a bad canary alive: at the
         // threshold the host rolls back on its own.
         Err(_) if t.old.failed_checks >= r.analysis.threshold && phase != Phase::Promoting => {
@@ -367,29 +370,13 @@ fn policy_input(
     }
 }
 
-/// Safety rules that hold whatever the policy says: never promote at or
-/// above the failed-check threshold, never exceed the maximum weight.
-fn guard(t: &Step<'_>, d: Decision) -> Decision {
-    let r = t.r;
-    match &d {
-        Decision::Promote if t.old.failed_checks >= r.analysis.threshold => Decision::failed_check(
-            msg::policy_failed("promotion refused: failed checks reached the threshold"),
-        ),
-        Decision::Advance(a)
-            if r.strategy == Strategy::Canary
-                && t.old.phase != Phase::Promoting
-                && a.route.canary_weight > r.analysis.effective_max_weight() =>
-        {
-            Decision::failed_check(msg::policy_failed(&format!(
-                "canary weight {} is above the maximum {}",
-                a.route.canary_weight,
-                r.analysis.effective_max_weight()
-            )))
-        }
-        Decision::Advance(a) if a.route.canary_weight + a.route.primary_weight != 100 => {
-            Decision::failed_check(msg::policy_failed("weights do not add up to 100"))
-        }
-        _ => d,
+/// The rules every decision must meet, whatever judged it (never promote at
+/// or above the failed-check threshold, never exceed the maximum weight,
+/// weights adding up to 100, ...): a decision that breaks one is a failed check.
+fn guard(input: &PolicyInput, d: Decision) -> Decision {
+    match validate_decision(input, &d) {
+        Ok(()) => d,
+        Err(e) => Decision::failed_check(msg::policy_failed(&format!("invalid decision: {e}"))),
     }
 }
 
@@ -474,17 +461,11 @@ fn apply(t: &mut Step<'_>, decision: Decision) -> Stage {
 /// A confirm-* gate: `Ok(true)` when open. When closed the canary holds (and
 /// for confirm-promotion waits in WaitingPromotion); no failed check.
 fn gate(t: &mut Step<'_>, kind: WebhookKind, decided: &Decision) -> Result<bool, Request> {
-    let results: &[WebhookResult] = match t.obs.webhooks.get(&kind) {
-        Some(results) => results,
-        None if !t.r.has_webhooks(kind) => &[],
-        None => {
-            return Err(Request::Gate {
-                kind,
-                phase: t.old.phase,
-                decision: decided.clone(),
-            })
-        }
-    };
+    let results = t.results(kind).ok_or_else(|| Request::Gate {
+        kind,
+        phase: t.old.phase,
+        decision: decided.clone(),
+    })?;
     if let Some(closed) = first_failed(results) {
         let name = closed.name.clone();
         let muted =

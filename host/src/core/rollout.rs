@@ -78,9 +78,7 @@ impl MetricSpec {
     /// stop querying after the first out-of-range metric, as Flagger does; the
     /// pass/fail judgement itself is the policy's.
     pub fn in_range(&self, value: f64) -> bool {
-        !value.is_nan()
-            && self.min.is_none_or(|min| value >= min)
-            && self.max.is_none_or(|max| value <= max)
+        fledge_policy::format::within(value, self.min, self.max)
     }
 }
 

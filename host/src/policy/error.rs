@@ -1,6 +1,6 @@
 //! What can go wrong loading or running a policy, phrased so the person reading
 //! the event or the CLI output knows what to change.
-use super::validate::InvalidDecision;
+use crate::core::validate::InvalidDecision;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@
 //! component (imports resolved and type-checked once) → one `Store` and one
 //! instance per decision, so no state survives from one decision to the next.
 //!
-//! - [`validate`]: the checks every decision passes before the core acts on it.
+//! - [`validate_decision`]: the checks every decision passes before the core acts on it.
 //! - [`NativeJudge`]: the built-in policy without the sandbox, for tests.
 mod bindings;
 mod error;
@@ -15,15 +15,14 @@ mod limits;
 mod native;
 mod ticker;
 pub mod toolchain;
-pub mod validate;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::core::validate::{validate_decision, InvalidDecision};
 pub use error::PolicyError;
 pub use limits::LogLimits;
 pub use native::NativeJudge;
-pub use validate::{validate_decision, InvalidDecision};
 
 use crate::core::{Judge, JudgeError};
 use bindings::RolloutPolicyPre;

@@ -1,6 +1,6 @@
 //! The built-in policy called natively: the same judgement as the embedded
 //! component, without the sandbox. For tests and benchmarks of the core.
-use super::validate::validate_decision;
+use crate::core::validate::validate_decision;
 use crate::core::{Judge, JudgeError};
 use fledge_policy::{Decision, PolicyInput};
 

@@ -219,9 +219,7 @@ impl Sim {
                 .iter()
                 .any(|u| u.after_step >= self.steps);
             let terminal = matches!(self.status.phase, Phase::Succeeded | Phase::Failed);
-            // A terminal phase right after the trigger is the one before it.
-            let progressed = self.report.records.iter().any(|r| !r.bootstrap);
-            if terminal && !pending && progressed {
+            if terminal && !pending {
                 self.report.finished = true;
             }
         } else {

@@ -10,6 +10,15 @@ pub fn number(v: f64) -> String {
     }
 }
 
+/// Whether `value` lies within `[min, max]`, both bounds inclusive and
+/// optional. NaN lies within no bounded range.
+pub fn within(value: f64, min: Option<f64>, max: Option<f64>) -> bool {
+    if value.is_nan() {
+        return min.is_none() && max.is_none();
+    }
+    min.is_none_or(|min| value >= min) && max.is_none_or(|max| value <= max)
+}
+
 /// `success rate 69.17% < 99%` / `request duration 1.20s > 0.5s` /
 /// `<name> 3.14 > 2`: why `value` is outside `[min, max]`, or `None` when inside.
 /// `unit` decides the wording; `name` is the metric's name.
@@ -21,14 +30,14 @@ pub fn threshold_violation(
     max: Option<f64>,
 ) -> Option<String> {
     use crate::MetricUnit;
+    if within(value, min, max) {
+        return None;
+    }
     let (op, bound) = match (min, max) {
         (Some(min), _) if value < min => ("<", min),
         (_, Some(max)) if value > max => (">", max),
         // NaN compares false with everything: never let it pass a bounded check.
-        _ if value.is_nan() && (min.is_some() || max.is_some()) => {
-            return Some(format!("{name} returned no number (NaN)"));
-        }
-        _ => return None,
+        _ => return Some(format!("{name} returned no number (NaN)")),
     };
     Some(match unit {
         MetricUnit::Percent => {

@@ -2,7 +2,9 @@
 //! on it. A policy is untrusted code: whatever it returns must describe a route
 //! the mesh can apply and a move the rollout may make.
 //!
-//! Pure: no wasmtime, no I/O, so the native and the Wasm judges share it.
+//! Pure: no wasmtime, no I/O. The judges (native and Wasm) validate with it,
+//! and the state machine checks every decision with it again whatever judged
+//! it, so the rules live in one place.
 use fledge_policy::{Decision, MatchRule, Phase, PolicyInput, Strategy, StringMatch};
 
 /// Longest reason text (hold, rollback, wait) a decision may carry; it ends up
