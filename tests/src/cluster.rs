@@ -793,35 +793,24 @@ fn pid_alive(pid: u32) -> bool {
 /// Live (non-zombie) members of a process group whose command line mentions `dir`; this guards
 /// against signalling an unrelated group after PID reuse.
 fn group_members(pgid: i32, dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // Fields after the parenthesised command: state, ppid, pgrp, ...
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                return false;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
-        })
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(false)
-        })
+    live_processes_mentioning(dir)
+        .into_iter()
+        .filter(|(_, pgrp)| *pgrp == pgid)
+        .map(|(pid, _)| pid)
         .collect()
 }
 
 /// Live processes whose command line mentions `dir` (every process a cluster starts gets paths
 /// inside its directory as arguments).
 pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
+    live_processes_mentioning(dir)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// `(pid, process group)` of every live (non-zombie) process whose command line mentions `dir`.
+fn live_processes_mentioning(dir: &Path) -> Vec<(u32, i32)> {
     let needle = dir.display().to_string();
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -829,18 +818,19 @@ pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, r)| r.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(true);
-            !zombie
-                && fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                    .unwrap_or(false)
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the parenthesised command: state, ppid, pgrp, ...
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.first() == Some(&"Z") {
+                return None;
+            }
+            let pgrp = fields.get(2)?.parse::<i32>().ok()?;
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&needle)
+                .then_some((pid, pgrp))
         })
         .collect()
 }
