@@ -1,4 +1,4 @@
-//! The `fledge` command: the simulator, policy tools and (later) the operator.
+//! The `fledge` command: the operator, the simulator and policy tools.
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -22,12 +22,32 @@ enum Command {
     /// Inspects and evaluates policy components.
     #[command(subcommand)]
     Policy(cli::policy::Command),
+    /// Runs the operator: reconciles Canaries on a cluster (in place of Flagger).
+    Operator(cli::operator::Args),
+    /// Prints the CustomResourceDefinitions Fledge serves (multi-document YAML).
+    Crds(cli::crds::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // JSON logs on stderr (stdout is the command's output); `FLEDGE_LOG`
-    // takes a tracing filter, e.g. `FLEDGE_LOG=debug`.
+    finish(match cli.command {
+        // The operator sets up its own log format (--log-format, --log-level).
+        Command::Operator(args) => cli::operator::run(args),
+        Command::Simulate(args) => {
+            command_logs();
+            cli::simulate::run(args)
+        }
+        Command::Policy(cmd) => {
+            command_logs();
+            cli::policy::run(cmd)
+        }
+        Command::Crds(args) => cli::crds::run(args),
+    })
+}
+
+/// JSON logs on stderr (stdout is the command's output); `FLEDGE_LOG` takes a
+/// tracing filter, e.g. `FLEDGE_LOG=debug`.
+fn command_logs() {
     tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
@@ -36,10 +56,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let result = match cli.command {
-        Command::Simulate(args) => cli::simulate::run(args),
-        Command::Policy(cmd) => cli::policy::run(cmd),
-    };
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {

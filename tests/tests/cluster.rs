@@ -24,6 +24,8 @@ use kube::discovery::{pinned_kind, Scope};
 use kube::Client;
 use serde_json::{json, Value};
 
+mod operator;
+
 fn world(test: &str) -> Option<&'static Cluster> {
     if skip_requested(test) {
         return None;

@@ -1,2 +1,4 @@
+pub mod crds;
+pub mod operator;
 pub mod policy;
 pub mod simulate;

@@ -1,0 +1,143 @@
+//! `fledge operator`: runs the controller, with Flagger's flag names. Every
+//! flag can also come from the environment (`FLEDGE_METRICS_SERVER`, ...).
+use anyhow::Context;
+use fledge::operator::{self, log::LogFormat, Config, Notifiers};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Kubeconfig to use; otherwise in-cluster, then $KUBECONFIG, then ~/.kube/config.
+    #[arg(long, env = "FLEDGE_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Prometheus for the builtin metrics of Canaries without spec.metricsServer.
+    #[arg(
+        long,
+        env = "FLEDGE_METRICS_SERVER",
+        default_value = "http://prometheus:9090"
+    )]
+    metrics_server: String,
+    /// Provider of Canaries without spec.provider.
+    #[arg(long, env = "FLEDGE_MESH_PROVIDER", default_value = "appmesh:v1beta2")]
+    mesh_provider: String,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "FLEDGE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Run only while holding the Lease `fledge-leader-election` (default: on in a cluster).
+    #[arg(long, env = "FLEDGE_LEADER_ELECTION", num_args = 0..=1, default_missing_value = "true")]
+    leader_election: Option<bool>,
+    /// Namespace of the leader election Lease (default: the pod's namespace, else kube-system).
+    #[arg(long, env = "FLEDGE_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "FLEDGE_LISTEN_ADDRESS", default_value = ":8080")]
+    listen_address: String,
+    /// error, warn, info, debug or a tracing filter.
+    #[arg(long, env = "FLEDGE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "FLEDGE_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+    /// Wall-clock deadline of one policy decision, in milliseconds.
+    #[arg(long, env = "FLEDGE_POLICY_DEADLINE_MS", default_value_t = 100)]
+    policy_deadline_ms: u64,
+    /// Slack incoming webhook for the alerts of Canaries without analysis.alerts.
+    #[arg(long, env = "FLEDGE_SLACK_URL")]
+    slack_url: Option<String>,
+    #[arg(long, env = "FLEDGE_SLACK_CHANNEL")]
+    slack_channel: Option<String>,
+    #[arg(long, env = "FLEDGE_SLACK_USER", default_value = "flagger")]
+    slack_user: String,
+    #[arg(long, env = "FLEDGE_SLACK_PROXY_URL")]
+    slack_proxy_url: Option<String>,
+    /// Microsoft Teams webhook (wins over Slack).
+    #[arg(long, env = "FLEDGE_MSTEAMS_URL")]
+    msteams_url: Option<String>,
+    /// Receives every Event of Canaries without `event` webhooks.
+    #[arg(long, env = "FLEDGE_EVENT_WEBHOOK")]
+    event_webhook: Option<String>,
+    /// Added to every alert as `Cluster`.
+    #[arg(long, env = "FLEDGE_CLUSTER_NAME")]
+    cluster_name: Option<String>,
+}
+
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+}
+
+/// `<hostname>_<random>`, as Flagger names its Lease holders.
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "fledge".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let seed = format!("{host}/{}/{nanos}", std::process::id());
+    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), seed));
+    format!("{host}_{}", hex::encode(&digest[..6]))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let filter = match args.log_level.as_str() {
+        "error" | "warn" | "info" | "debug" | "trace" => {
+            format!(
+                "{level},kube=warn,hyper=warn,tower=warn,reqwest=warn",
+                level = args.log_level
+            )
+        }
+        other => other.to_string(),
+    };
+    tracing_subscriber::fmt()
+        .event_format(operator::log::Format(args.log_format))
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).with_context(|| {
+                format!("--log-level {}: not a level or filter", args.log_level)
+            })?,
+        )
+        .init();
+    let leader_election = args
+        .leader_election
+        .unwrap_or(in_cluster() && args.kubeconfig.is_none());
+    let leader_election_namespace = args.leader_election_namespace.unwrap_or_else(|| {
+        std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "kube-system".into())
+    });
+    let config = Config {
+        kubeconfig: args.kubeconfig,
+        metrics_server: args.metrics_server,
+        mesh_provider: args.mesh_provider,
+        namespace: args.namespace,
+        leader_election,
+        leader_election_namespace,
+        listen_address: args.listen_address,
+        policy_deadline: Duration::from_millis(args.policy_deadline_ms),
+        event_webhook: args.event_webhook,
+        notifiers: Notifiers {
+            slack_url: args.slack_url,
+            slack_channel: args.slack_channel,
+            slack_user: Some(args.slack_user),
+            slack_proxy_url: args.slack_proxy_url,
+            msteams_url: args.msteams_url,
+            cluster_name: args.cluster_name,
+        },
+        identity: identity(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(operator::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,356 @@
+//! Metric checks: the builtin App Mesh queries over the Envoy series, inline
+//! queries and MetricTemplates of provider `prometheus`, rendered with
+//! Flagger's template variables and sent to the right Prometheus.
+use crate::api::MetricTemplate;
+use crate::core::rollout::{MetricSource, MetricSpec, Rollout};
+use fledge_policy::{MetricResult, MetricValue};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::Client;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Flagger's Prometheus client timeout.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `1m`, `30s`, `1m30s`: a Prometheus range from a duration.
+pub fn range(d: Duration) -> String {
+    let s = d.as_secs().max(1);
+    if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Flagger's builtin App Mesh `request-success-rate` (percent of non-5xx).
+pub fn success_rate_query(namespace: &str, target: &str, interval: &str) -> String {
+    format!(
+        "sum(rate(envoy_cluster_upstream_rq{{ kubernetes_namespace=\"{namespace}\", \
+         kubernetes_pod_name=~\"{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\", \
+         envoy_response_code!~\"5.*\" }}[{interval}])) / \
+         sum(rate(envoy_cluster_upstream_rq{{ kubernetes_namespace=\"{namespace}\", \
+         kubernetes_pod_name=~\"{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\" }}[{interval}])) * 100"
+    )
+}
+
+/// Flagger's builtin App Mesh `request-duration` (P99, milliseconds).
+pub fn duration_query(namespace: &str, target: &str, interval: &str) -> String {
+    format!(
+        "histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{{ \
+         kubernetes_namespace=\"{namespace}\", \
+         kubernetes_pod_name=~\"{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\" }}[{interval}])) by (le))"
+    )
+}
+
+/// Renders a Flagger query template: `{{ name }}`, `{{ namespace }}`,
+/// `{{ target }}`, `{{ service }}`, `{{ ingress }}`, `{{ route }}`,
+/// `{{ interval }}` and `{{ variables.KEY }}`. Anything else is an error, as
+/// Go's `missingkey=error` makes it.
+pub fn render(
+    template: &str,
+    r: &Rollout,
+    m: &MetricSpec,
+    interval: &str,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| "unclosed action: `{{` without `}}`".to_string())?;
+        let expr = after[..end].trim().trim_start_matches('.').trim();
+        let value = match expr {
+            "name" => r.name.clone(),
+            "namespace" => r.namespace.clone(),
+            "target" | "ingress" | "route" => r.target.clone(),
+            "service" => r.apex.clone(),
+            "interval" => interval.to_string(),
+            v if v.starts_with("variables.") => {
+                let key = &v["variables.".len()..];
+                m.variables.get(key).cloned().ok_or_else(|| {
+                    format!("map has no entry for key \"{key}\" in templateVariables")
+                })?
+            }
+            other => return Err(format!("function \"{other}\" not defined")),
+        };
+        out.push_str(&value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// How to reach one Prometheus.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoint {
+    pub address: String,
+    pub bearer: Option<String>,
+    pub basic: Option<(String, String)>,
+    pub insecure: bool,
+}
+
+/// What a query found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Value(f64),
+    NoValues,
+    Failed(String),
+}
+
+/// `GET <address>/api/v1/query`: the last sample of the vector wins, as in
+/// Flagger; an empty result or NaN is "no values".
+pub async fn query(http: &reqwest::Client, ep: &Endpoint, promql: &str) -> Answer {
+    let url = format!("{}/api/v1/query", ep.address.trim_end_matches('/'));
+    let mut url = match reqwest::Url::parse(&url) {
+        Ok(u) => u,
+        Err(e) => return Answer::Failed(format!("metrics server `{}`: {e}", ep.address)),
+    };
+    url.query_pairs_mut().append_pair("query", promql);
+    let mut req = http.get(url).timeout(QUERY_TIMEOUT);
+    if let Some(t) = &ep.bearer {
+        req = req.bearer_auth(t);
+    } else if let Some((u, p)) = &ep.basic {
+        req = req.basic_auth(u, Some(p));
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Answer::Failed(format!("{e}")),
+    };
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if status.as_u16() >= 400 {
+        return Answer::Failed(format!("error response: Status {status}: {}", body.trim()));
+    }
+    parse(&body)
+}
+
+pub fn parse(body: &str) -> Answer {
+    let v: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => return Answer::Failed(format!("decoding the response: {e}")),
+    };
+    let result = &v["data"]["result"];
+    let values: Vec<&Value> = match v["data"]["resultType"].as_str() {
+        Some("scalar") => vec![&result[1]],
+        _ => {
+            let Some(items) = result.as_array() else {
+                return Answer::Failed(format!("unexpected response: {body}"));
+            };
+            if items.iter().any(|i| i.get("values").is_some()) {
+                return Answer::Failed("query returned multiple values".into());
+            }
+            items.iter().map(|i| &i["value"][1]).collect()
+        }
+    };
+    match values
+        .last()
+        .and_then(|v| v.as_str())
+        .map(str::parse::<f64>)
+    {
+        Some(Ok(f)) if f.is_nan() => Answer::NoValues,
+        Some(Ok(f)) => Answer::Value(f),
+        Some(Err(e)) => Answer::Failed(format!("parsing the value: {e}")),
+        None => Answer::NoValues,
+    }
+}
+
+/// Everything one metric check needs.
+pub struct Checker<'a> {
+    pub client: &'a Client,
+    pub http: &'a reqwest::Client,
+    /// `spec.metricsServer`, else `--metrics-server`.
+    pub default_server: &'a str,
+    pub provider: &'a str,
+}
+
+impl Checker<'_> {
+    /// Runs one metric of `r`, with Flagger's wording for failures.
+    pub async fn check(&self, r: &Rollout, m: &MetricSpec) -> MetricResult {
+        let value = match self.value(r, m).await {
+            Ok(v) => MetricValue::Value(v),
+            Err(why) => MetricValue::Error(why),
+        };
+        MetricResult {
+            name: m.name.clone(),
+            value,
+            min: m.min,
+            max: m.max,
+            unit: m.unit,
+        }
+    }
+
+    async fn value(&self, r: &Rollout, m: &MetricSpec) -> Result<f64, String> {
+        let interval = range(m.interval);
+        let plain = Endpoint {
+            address: self.default_server.to_string(),
+            ..Default::default()
+        };
+        match &m.source {
+            MetricSource::Builtin => {
+                let q = if m.name == "request-success-rate" {
+                    success_rate_query(&r.namespace, &r.target, &interval)
+                } else {
+                    duration_query(&r.namespace, &r.target, &interval)
+                };
+                match query(self.http, &plain, &q).await {
+                    Answer::Value(v) => Ok(v),
+                    Answer::NoValues => Err(format!(
+                        "no values found for {} metric {} probably {} is not receiving traffic",
+                        self.provider,
+                        m.name,
+                        r.target_id()
+                    )),
+                    Answer::Failed(e) => {
+                        Err(format!("Prometheus query failed for {}: {e}", m.name))
+                    }
+                }
+            }
+            MetricSource::Query(q) => {
+                let q = render(q, r, m, &interval).map_err(|e| {
+                    format!(
+                        "Metric query failed for {}: query render error: {e}",
+                        m.name
+                    )
+                })?;
+                answer(m, query(self.http, &plain, &q).await)
+            }
+            MetricSource::Template { name, namespace } => {
+                let (ep, q) = self.template(r, m, name, namespace).await?;
+                answer(m, query(self.http, &ep, &q).await)
+            }
+        }
+    }
+
+    async fn template(
+        &self,
+        r: &Rollout,
+        m: &MetricSpec,
+        name: &str,
+        namespace: &str,
+    ) -> Result<(Endpoint, String), String> {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("flagger.app", "v1beta1", "MetricTemplate"),
+            "metrictemplates",
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &ar);
+        let obj = api
+            .get(name)
+            .await
+            .map_err(|e| format!("Metric template {name}.{namespace} error: {e}"))?;
+        let doc = serde_json::json!({"metadata": obj.metadata, "spec": obj.data.get("spec").cloned().unwrap_or_default()});
+        let t: MetricTemplate = serde_json::from_value(doc)
+            .map_err(|e| format!("Metric template {name}.{namespace} error: {e}"))?;
+        let provider = &t.spec.provider;
+        if provider.type_ != "prometheus" {
+            return Err(format!(
+                "Metric template {name}.{namespace} provider {} error: not supported by this version of Fledge",
+                provider.type_
+            ));
+        }
+        let mut ep = Endpoint {
+            address: provider
+                .address
+                .clone()
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| self.default_server.to_string()),
+            insecure: provider.insecure_skip_verify,
+            ..Default::default()
+        };
+        if let Some(sref) = &provider.secret_ref {
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+            let s = secrets.get(&sref.name).await.map_err(|e| {
+                format!(
+                    "Metric template {name}.{namespace} secret {} error: {e}",
+                    sref.name
+                )
+            })?;
+            let data: BTreeMap<String, String> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).to_string()))
+                .collect();
+            if let Some(a) = data.get("address") {
+                ep.address = a.clone();
+            }
+            if let Some(t) = data.get("token") {
+                ep.bearer = Some(t.clone());
+            } else if let (Some(u), Some(p)) = (data.get("username"), data.get("password")) {
+                ep.basic = Some((u.clone(), p.clone()));
+            } else {
+                return Err(format!(
+                    "Metric template {name}.{namespace} secret {} error: it needs `token`, or `username` and `password`",
+                    sref.name
+                ));
+            }
+        }
+        // Template metrics get the raw interval; with none set, the builtin default.
+        let q = render(&t.spec.query, r, m, &range(m.interval))
+            .map_err(|e| format!("Metric template {name}.{namespace} query render error: {e}"))?;
+        Ok((ep, q))
+    }
+}
+
+fn answer(m: &MetricSpec, a: Answer) -> Result<f64, String> {
+    match a {
+        Answer::Value(v) => Ok(v),
+        Answer::NoValues => Err(format!("no values found for custom metric: {}", m.name)),
+        Answer::Failed(e) => Err(format!("Metric query failed for {}: {e}", m.name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api;
+
+    fn guide() -> Rollout {
+        let canary: api::Canary =
+            serde_yaml::from_str(include_str!("../../../examples/podinfo/canary.yaml")).unwrap();
+        api::validate(&canary).unwrap().rollout
+    }
+
+    #[test]
+    fn templates_render_flaggers_variables() {
+        let r = guide();
+        let mut m = r.metrics[0].clone();
+        m.variables.insert("ingress".into(), "public".into());
+        let q = render(
+            "rate(x{ns=\"{{ namespace }}\", t=\"{{ target }}\", n=\"{{name}}\", i=\"{{ variables.ingress }}\"}[{{ interval }}])",
+            &r,
+            &m,
+            "1m",
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            "rate(x{ns=\"test\", t=\"podinfo\", n=\"podinfo\", i=\"public\"}[1m])"
+        );
+        assert!(render("{{ variables.nope }}", &r, &m, "1m")
+            .unwrap_err()
+            .contains("nope"));
+        assert!(render("{{ canary }}", &r, &m, "1m")
+            .unwrap_err()
+            .contains("not defined"));
+        assert!(render("{{ namespace", &r, &m, "1m").is_err());
+    }
+
+    #[test]
+    fn answers_distinguish_values_no_values_and_failures() {
+        let vector = r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{},"value":[1,"99.5"]}]}}"#;
+        assert_eq!(parse(vector), Answer::Value(99.5));
+        let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(parse(empty), Answer::NoValues);
+        let nan = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#;
+        assert_eq!(parse(nan), Answer::NoValues);
+        let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"1"]]}]}}"#;
+        assert!(matches!(parse(matrix), Answer::Failed(_)));
+        assert_eq!(range(Duration::from_secs(60)), "1m");
+        assert_eq!(range(Duration::from_secs(30)), "30s");
+    }
+}

@@ -1,0 +1,371 @@
+//! `fledge operator`: the second shell around [`crate::core::step`], a
+//! kube-runtime controller over `canaries.flagger.app`.
+//!
+//! - [`resource`]: the Canary as read from the API server.
+//! - [`reconcile`]: one reconcile (validate, observe, step, act, write status once).
+//! - [`workload`]: primary Deployment, HPA, configs and Services.
+//! - [`router`]: the mesh (App Mesh v1beta2) behind one trait.
+//! - [`metrics`], [`webhooks`]: the I/O the core asks for.
+//! - [`status`], [`events`], [`log`]: what users see.
+//! - [`crd`]: the CRDs `fledge crds` prints.
+pub mod crd;
+pub mod events;
+pub mod log;
+pub mod metrics;
+pub mod reconcile;
+pub mod resource;
+pub mod router;
+pub mod server;
+pub mod status;
+pub mod webhooks;
+pub mod workload;
+
+use crate::policy::{Policy, PolicyRuntime, RuntimeConfig};
+use anyhow::{Context as _, Result};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{Api, DynamicObject};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::Client;
+use resource::CanaryObject;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Global notifier settings (`--slack-url`, ...): they receive the alerts of
+/// every Canary without `analysis.alerts`. Delivery comes with the notifiers.
+#[derive(Debug, Clone, Default)]
+pub struct Notifiers {
+    pub slack_url: Option<String>,
+    pub slack_channel: Option<String>,
+    pub slack_user: Option<String>,
+    pub slack_proxy_url: Option<String>,
+    pub msteams_url: Option<String>,
+    pub cluster_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kubeconfig: Option<PathBuf>,
+    pub metrics_server: String,
+    pub mesh_provider: String,
+    pub namespace: Option<String>,
+    pub leader_election: bool,
+    pub leader_election_namespace: String,
+    pub listen_address: String,
+    pub policy_deadline: Duration,
+    pub event_webhook: Option<String>,
+    pub notifiers: Notifiers,
+    /// This replica's name in the Lease and in Events' `reportingInstance`.
+    pub identity: String,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Stats {
+    pub reconciles: AtomicU64,
+    pub steps: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub recorder: events::Recorder,
+    pub routers: Vec<Box<dyn router::Router>>,
+    pub http: webhooks::Clients,
+    pub judge: Policy,
+    /// The last status written per Canary uid, which wins over a cache that
+    /// has not seen the write yet.
+    pub memo: Mutex<HashMap<String, status::CanaryStatus>>,
+    pub stats: Stats,
+}
+
+/// Readiness as `/readyz` reports it.
+#[derive(Default)]
+pub struct Health {
+    pub ready: AtomicBool,
+    pub leader: AtomicBool,
+    pub reason: std::sync::Mutex<String>,
+}
+
+impl Health {
+    fn not_ready(&self, why: impl Into<String>) {
+        self.ready.store(false, Ordering::SeqCst);
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = why.into();
+    }
+}
+
+async fn client(config: &Config) -> Result<Client> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("loading --kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes configuration: pass --kubeconfig, set KUBECONFIG, or run in a cluster",
+        )?,
+    };
+    Client::try_from(kube_config).context("building the Kubernetes client")
+}
+
+/// Waits until every kind the routers write is served; says what is missing.
+async fn await_mesh_kinds(client: &Client, routers: &[Box<dyn router::Router>], health: &Health) {
+    let mut said = false;
+    loop {
+        let mut missing = Vec::new();
+        for r in routers {
+            for ar in r.kinds() {
+                let gvk = kube::api::GroupVersionKind::gvk(&ar.group, &ar.version, &ar.kind);
+                if kube::discovery::pinned_kind(client, &gvk).await.is_err() {
+                    missing.push(format!("{}.{}/{}", ar.plural, ar.group, ar.version));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        let why = format!(
+            "the App Mesh CRDs are not installed ({}): install the App Mesh controller or its CRDs; Fledge waits for them",
+            missing.join(", ")
+        );
+        if !said {
+            tracing::error!("{why}");
+            said = true;
+        }
+        health.not_ready(why);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Runs the operator until SIGTERM/SIGINT (exit 0) or lost leadership (error).
+pub async fn run(config: Config) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = client(&config).await?;
+    let health = Arc::new(Health::default());
+    health.not_ready("starting");
+    let stats_ctx: Arc<std::sync::OnceLock<Arc<Context>>> = Arc::default();
+    let server = server::serve(
+        &config.listen_address,
+        health.clone(),
+        stats_ctx.clone(),
+        config.mesh_provider.clone(),
+    )
+    .await?;
+    let server = tokio::spawn(server);
+
+    let runtime = PolicyRuntime::new(RuntimeConfig {
+        deadline: config.policy_deadline,
+        ..RuntimeConfig::default()
+    })
+    .context("starting the policy runtime")?;
+    let judge = runtime.builtin().context("loading the built-in policy")?;
+    let routers: Vec<Box<dyn router::Router>> =
+        vec![Box::new(router::appmesh::AppMesh::new(client.clone()))];
+
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            signal().await;
+            tracing::info!("shutting down");
+            shutdown.notify_waiters();
+            shutdown.notify_one();
+        });
+    }
+
+    await_mesh_kinds(&client, &routers, &health).await;
+
+    let lease = if config.leader_election {
+        let mgr =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "fledge-leader-election")
+                .with_namespace(&config.leader_election_namespace)
+                .with_identity(&config.identity)
+                .with_duration(10)
+                .with_grace(4)
+                .build()
+                .await
+                .context("setting up leader election")?;
+        let (mut rx, task) = mgr.watch().await;
+        // A standby replica is ready: it serves as soon as it leads.
+        health.ready.store(true, Ordering::SeqCst);
+        tracing::info!(identity = %config.identity, "waiting to lead (Lease {}/fledge-leader-election)", config.leader_election_namespace);
+        let leads = tokio::select! {
+            r = rx.wait_for(|l| *l) => { r.context("leader election stopped")?; true }
+            _ = shutdown.notified() => false,
+        };
+        if !leads {
+            drop(rx);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            return Ok(());
+        }
+        tracing::info!(identity = %config.identity, "leading");
+        Some((rx, task))
+    } else {
+        None
+    };
+    health.leader.store(true, Ordering::SeqCst);
+
+    let ctx = Arc::new(Context {
+        recorder: events::Recorder::new(client.clone(), config.identity.clone()),
+        client: client.clone(),
+        http: webhooks::Clients::new()?,
+        judge,
+        routers,
+        memo: Mutex::default(),
+        stats: Stats::default(),
+        config: config.clone(),
+    });
+    let _ = stats_ctx.set(ctx.clone());
+
+    let lost = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let shutdown = shutdown.clone();
+        let lost = lost.clone();
+        let mut rx = lease.as_ref().map(|(rx, _)| rx.clone());
+        async move {
+            match rx.as_mut() {
+                Some(rx) => {
+                    tokio::select! {
+                        _ = shutdown.notified() => {}
+                        _ = rx.wait_for(|l| !*l) => { lost.store(true, Ordering::SeqCst); }
+                    }
+                }
+                None => shutdown.notified().await,
+            }
+        }
+    };
+    health.ready.store(true, Ordering::SeqCst);
+    controller(ctx.clone())
+        .graceful_shutdown_on(stop)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|_| async {})
+        .await;
+
+    if let Some((rx, task)) = lease {
+        if lost.load(Ordering::SeqCst) {
+            anyhow::bail!(
+                "lost the leader election Lease; exiting so a restart rejoins as a standby"
+            );
+        }
+        // Dropping the last receiver makes the lease task give the Lease up,
+        // so a standby takes over without waiting for it to expire.
+        drop(rx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    server.abort();
+    Ok(())
+}
+
+async fn signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Canaries in `ns` that target `deployment`, or own it.
+fn canaries_of_deployment(
+    store: &Store<CanaryObject>,
+    d: &Deployment,
+) -> Vec<ObjectRef<CanaryObject>> {
+    let ns = d.metadata.namespace.as_deref().unwrap_or("");
+    let name = d.metadata.name.as_deref().unwrap_or("");
+    store
+        .state()
+        .iter()
+        .filter(|c| {
+            c.namespace() == ns
+                && (c.target_name() == Some(name) || c.owns(d.metadata.owner_references.as_ref()))
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Canaries in `ns` whose status tracks `key` (`configmap/<name>`).
+fn canaries_tracking(
+    store: &Store<CanaryObject>,
+    ns: &str,
+    key: &str,
+) -> Vec<ObjectRef<CanaryObject>> {
+    store
+        .state()
+        .iter()
+        .filter(|c| {
+            c.namespace() == ns
+                && c.status
+                    .as_ref()
+                    .and_then(|s| s.pointer("/trackedConfigs"))
+                    .and_then(|t| t.get(key))
+                    .is_some()
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+fn controller(ctx: Arc<Context>) -> Controller<CanaryObject> {
+    let client = &ctx.client;
+    let ns = &ctx.config.namespace;
+    let wc = watcher::Config::default;
+    let mut c = Controller::new(api::<CanaryObject>(client, ns), wc());
+    let store = c.store();
+    c = c
+        .watches(api::<Deployment>(client, ns), wc(), {
+            let store = store.clone();
+            move |d| canaries_of_deployment(&store, &d)
+        })
+        .watches(api::<ConfigMap>(client, ns), wc(), {
+            let store = store.clone();
+            move |cm| {
+                let ns = cm.metadata.namespace.clone().unwrap_or_default();
+                let key = format!("configmap/{}", cm.metadata.name.as_deref().unwrap_or(""));
+                canaries_tracking(&store, &ns, &key)
+            }
+        })
+        .watches(api::<Secret>(client, ns), wc(), {
+            let store = store.clone();
+            move |s| {
+                let ns = s.metadata.namespace.clone().unwrap_or_default();
+                let key = format!("secret/{}", s.metadata.name.as_deref().unwrap_or(""));
+                canaries_tracking(&store, &ns, &key)
+            }
+        })
+        .owns(api::<Service>(client, ns), wc())
+        .owns(api::<HorizontalPodAutoscaler>(client, ns), wc());
+    for r in &ctx.routers {
+        for ar in r.kinds() {
+            let api: Api<DynamicObject> = match ns {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
+            c = c.owns_with(api, ar, wc());
+        }
+    }
+    c
+}

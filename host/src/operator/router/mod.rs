@@ -1,0 +1,75 @@
+//! Routers: the mesh objects that split traffic between the primary and the
+//! canary. One trait, one implementation per provider; the rest of the
+//! operator speaks only of [`Router`], [`RouteTarget`] and [`RoutePlan`].
+//!
+//! Each call sets the world to a value derived from the Canary and the plan,
+//! so calling it twice is the same as calling it once.
+pub mod appmesh;
+
+use crate::core::{Rollout, Routes};
+use anyhow::Result;
+use fledge_policy::{MatchRule, RoutePlan};
+use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::ApiResource;
+use serde_json::Value;
+
+/// What a router needs to know about one Canary.
+pub struct RouteTarget<'a> {
+    pub rollout: &'a Rollout,
+    /// `spec.service` as written (timeout, retries, match, backends, apex metadata).
+    pub service: &'a Value,
+    /// The Canary's annotations (App Mesh reads `appmesh.flagger.app/accesslog`).
+    pub annotations: &'a std::collections::BTreeMap<String, String>,
+    /// The target's selector label: key and value.
+    pub label: (&'a str, &'a str),
+    pub owner: OwnerReference,
+}
+
+impl RouteTarget<'_> {
+    pub fn namespace(&self) -> &str {
+        &self.rollout.namespace
+    }
+    pub fn apex(&self) -> &str {
+        &self.rollout.apex
+    }
+    /// The match rules of the Canary's A/B analysis (empty for weighted canaries).
+    pub fn match_rules(&self) -> &[MatchRule] {
+        &self.rollout.analysis.match_rules
+    }
+}
+
+pub trait Router: Send + Sync {
+    /// The provider names this router serves (`spec.provider`, `--mesh-provider`).
+    fn providers(&self) -> &'static [&'static str];
+
+    /// Kinds the router writes, for the controller to watch (owned objects
+    /// map back to their Canary) and to check for at start-up.
+    fn kinds(&self) -> Vec<ApiResource>;
+
+    /// Creates or updates the router's objects, keeping the current weights.
+    fn reconcile<'a>(&'a self, t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<()>>;
+
+    /// The live split; `None` when the router's objects do not exist yet.
+    fn get_routes<'a>(&'a self, t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<Option<Routes>>>;
+
+    /// Applies `plan`. Match rules in the plan replace the Canary's for the
+    /// matched route; an empty list keeps the Canary's own.
+    fn set_routes<'a>(
+        &'a self,
+        t: &'a RouteTarget<'a>,
+        plan: &'a RoutePlan,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Undoes what the router did when the Canary is deleted with
+    /// `revertOnDeletion` (the generated objects go with the Canary).
+    fn finalize<'a>(&'a self, t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<()>>;
+}
+
+/// The router for `provider`, if Fledge has one.
+pub fn for_provider<'r>(routers: &'r [Box<dyn Router>], provider: &str) -> Option<&'r dyn Router> {
+    routers
+        .iter()
+        .find(|r| r.providers().contains(&provider))
+        .map(|r| r.as_ref())
+}

@@ -1,0 +1,773 @@
+//! The Kubernetes side of a Canary: the target Deployment, the generated
+//! `<target>-primary` Deployment, HPA, ConfigMaps and Secrets, and the
+//! ClusterIP Services `<apex>`, `<apex>-canary` and `<apex>-primary`.
+//!
+//! Every write sets a value (replicas, a template, an applied object), so
+//! doing it twice is the same as doing it once.
+use super::resource::CanaryObject;
+use crate::core::readiness::{self, DeploymentView};
+use crate::core::revision;
+use crate::core::Rollout;
+use anyhow::{anyhow, Context, Result};
+use fledge_policy::Readiness;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+pub const FIELD_MANAGER: &str = "fledge";
+/// Selector labels, in the order Flagger looks for them.
+pub const SELECTOR_LABELS: [&str; 3] = ["app", "name", "app.kubernetes.io/name"];
+/// Annotations that keep Flux from fighting over generated objects.
+const TOOLKIT_ANNOTATIONS: [(&str, &str); 2] = [
+    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
+    ("helm.toolkit.fluxcd.io/driftDetection", "disabled"),
+];
+
+/// What one reconcile reads of the workload.
+pub struct Observed {
+    pub target: Deployment,
+    pub target_template: Value,
+    /// The first selector label of the target and its value.
+    pub label: (String, String),
+    pub primary: Option<Deployment>,
+    /// `configmap/<name>` / `secret/<name>` the target uses → checksum.
+    pub configs: BTreeMap<String, String>,
+    pub revision: String,
+}
+
+/// Why a Canary cannot be acted on: the field and the fix, for the condition and Event.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}; {fix}")]
+pub struct BadReference {
+    pub field: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+pub struct Workload<'a> {
+    pub client: &'a Client,
+    pub canary: &'a CanaryObject,
+    pub rollout: &'a Rollout,
+    /// `spec.service` as the user wrote it (port name, target port, apex/primary/canary metadata).
+    pub service: &'a Value,
+    /// `spec.autoscalerRef.primaryScalerReplicas`.
+    pub primary_scaler_replicas: Option<Value>,
+}
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+fn strip_toolkit(map: Option<&Value>) -> Map<String, Value> {
+    map.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.contains("toolkit.fluxcd.io"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl<'a> Workload<'a> {
+    fn ns(&self) -> &str {
+        self.canary.namespace()
+    }
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+    fn owner(&self) -> Value {
+        json!([self.canary.owner_reference()])
+    }
+
+    /// Reads the target, the primary and the configs the target uses.
+    pub async fn observe(&self) -> Result<Observed> {
+        let r = self.rollout;
+        let target = match self.deployments().get(&r.target).await {
+            Ok(d) => d,
+            Err(e) if not_found(&e) => {
+                return Err(BadReference {
+                    field: "spec.targetRef.name".into(),
+                    problem: format!("Deployment {}.{} not found", r.target, r.namespace),
+                    fix: "create the Deployment or point targetRef.name at an existing one".into(),
+                }
+                .into())
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("reading Deployment {}", r.target))),
+        };
+        let value = serde_json::to_value(&target)?;
+        let template = value
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let match_labels = value.pointer("/spec/selector/matchLabels");
+        let label = SELECTOR_LABELS
+            .iter()
+            .find_map(|k| {
+                match_labels
+                    .and_then(|m| m.get(*k))
+                    .and_then(Value::as_str)
+                    .map(|v| (k.to_string(), v.to_string()))
+            })
+            .ok_or_else(|| BadReference {
+                field: "spec.targetRef.name".into(),
+                problem: format!(
+                    "deployment {}.{} spec.selector.matchLabels must contain one of [app name app.kubernetes.io/name]",
+                    r.target, r.namespace
+                ),
+                fix: "label the Deployment's pods and selector with app: <name>".into(),
+            })?;
+        let primary = match self.deployments().get_opt(&r.primary()).await {
+            Ok(p) => p,
+            Err(e) => return Err(anyhow!(e).context(format!("reading Deployment {}", r.primary()))),
+        };
+        let configs = self.configs(&template).await?;
+        let revision = revision::revision(&template, &configs);
+        Ok(Observed {
+            target,
+            target_template: template,
+            label,
+            primary,
+            configs,
+            revision,
+        })
+    }
+
+    /// The ConfigMaps and Secrets the template uses, with checksums of their data.
+    async fn configs(&self, template: &Value) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for (kind, name, optional) in config_refs(template) {
+            let obj: Option<Value> = match kind {
+                ConfigKind::ConfigMap => {
+                    Api::<ConfigMap>::namespaced(self.client.clone(), self.ns())
+                        .get_opt(&name)
+                        .await?
+                        .map(|c| serde_json::to_value(c).unwrap_or_default())
+                }
+                ConfigKind::Secret => Api::<Secret>::namespaced(self.client.clone(), self.ns())
+                    .get_opt(&name)
+                    .await?
+                    .map(|c| serde_json::to_value(c).unwrap_or_default()),
+            };
+            let key = format!("{}/{name}", kind.key());
+            let Some(obj) = obj else {
+                if optional {
+                    continue;
+                }
+                return Err(BadReference {
+                    field: format!("Deployment {} spec.template", self.rollout.target),
+                    problem: format!("uses {key}, which does not exist"),
+                    fix: "create it, or mark the reference optional: true".into(),
+                }
+                .into());
+            };
+            if !tracked(kind, &obj) {
+                continue;
+            }
+            let data = obj.get("data").cloned().unwrap_or(Value::Null);
+            out.insert(key, revision::config_checksum(&data));
+        }
+        Ok(out)
+    }
+
+    /// Readiness of a Deployment as the core judges it.
+    pub fn readiness(&self, d: Option<&Deployment>, name: &str, threshold: u32) -> Readiness {
+        let Some(d) = d else {
+            return Readiness::NotReady(format!(
+                "Waiting for {name}.{} rollout to finish: deployment not found",
+                self.ns()
+            ));
+        };
+        readiness::assess(
+            &view(d, self.ns()),
+            threshold,
+            self.rollout.progress_deadline,
+        )
+    }
+
+    /// Creates what is missing (primary Deployment, its configs, HPA) and
+    /// applies the Services. The primary keeps its template until a promotion.
+    pub async fn ensure(&self, obs: &Observed) -> Result<()> {
+        let r = self.rollout;
+        if obs.primary.is_none() {
+            self.apply_configs(obs).await?;
+            let primary = self.primary_deployment(obs, true);
+            self.deployments()
+                .patch(&r.primary(), &apply_params(), &Patch::Apply(&primary))
+                .await
+                .with_context(|| format!("creating Deployment {}.{}", r.primary(), r.namespace))?;
+            tracing::info!(canary = %self.canary.id(), namespace = self.ns(), "Deployment {}.{} created", r.primary(), r.namespace);
+        }
+        if let Some(hpa) = &r.autoscaler {
+            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
+            let name = format!("{hpa}-primary");
+            if api.get_opt(&name).await?.is_none() {
+                let desired = self.primary_hpa(hpa).await?;
+                api.patch(&name, &apply_params(), &Patch::Apply(&desired))
+                    .await
+                    .with_context(|| {
+                        format!("creating HorizontalPodAutoscaler {name}.{}", r.namespace)
+                    })?;
+            }
+        }
+        self.apply_services(obs).await
+    }
+
+    /// The three ClusterIP Services: `<apex>` and `<apex>-primary` select the
+    /// primary pods, `<apex>-canary` the target's.
+    pub async fn apply_services(&self, obs: &Observed) -> Result<()> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), self.ns());
+        let (key, value) = &obs.label;
+        let apex = &self.rollout.apex;
+        for (name, selects, meta) in [
+            (apex.clone(), format!("{value}-primary"), "apex"),
+            (format!("{apex}-canary"), value.clone(), "canary"),
+            (
+                format!("{apex}-primary"),
+                format!("{value}-primary"),
+                "primary",
+            ),
+        ] {
+            let desired = self.service(&name, key, &selects, meta);
+            api.patch(&name, &apply_params(), &Patch::Apply(&desired))
+                .await
+                .with_context(|| format!("applying Service {name}.{}", self.ns()))?;
+        }
+        Ok(())
+    }
+
+    fn service(&self, name: &str, key: &str, selects: &str, meta: &str) -> Value {
+        let svc = self.service;
+        let port_name = svc
+            .get("portName")
+            .and_then(Value::as_str)
+            .unwrap_or("http");
+        let port = self.rollout.service_port;
+        let target_port = match svc.get("targetPort") {
+            Some(Value::Number(n)) if n.as_i64().unwrap_or(0) > 0 => Value::Number(n.clone()),
+            Some(Value::String(s)) if !s.is_empty() && s != "0" => Value::String(s.clone()),
+            _ => json!(port),
+        };
+        let custom = svc.get(meta);
+        let mut labels = custom
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        labels.insert(key.into(), json!(name));
+        let mut annotations = strip_toolkit(custom.and_then(|m| m.get("annotations")));
+        for (k, v) in TOOLKIT_ANNOTATIONS {
+            annotations.insert(k.into(), json!(v));
+        }
+        let mut port_spec =
+            json!({"name": port_name, "protocol": "TCP", "port": port, "targetPort": target_port});
+        if let Some(p) = svc.get("appProtocol").and_then(Value::as_str) {
+            port_spec["appProtocol"] = json!(p);
+        }
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": name,
+                "namespace": self.ns(),
+                "labels": labels,
+                "annotations": annotations,
+                "ownerReferences": self.owner(),
+            },
+            "spec": {
+                "type": "ClusterIP",
+                "selector": {key: selects},
+                "ports": [port_spec],
+            }
+        })
+    }
+
+    /// The primary Deployment built from the target: `-primary` names and
+    /// selector label, the target's pod spec with `-primary` configs.
+    fn primary_deployment(&self, obs: &Observed, create: bool) -> Value {
+        let r = self.rollout;
+        let (key, value) = &obs.label;
+        let primary_value = format!("{value}-primary");
+        let target = serde_json::to_value(&obs.target).unwrap_or_default();
+        let spec = &target["spec"];
+        let mut template = obs.target_template.clone();
+        let mut labels = strip_toolkit(template.pointer("/metadata/labels"));
+        labels.insert(key.clone(), json!(primary_value));
+        let mut annotations = strip_toolkit(template.pointer("/metadata/annotations"));
+        annotations.insert("flagger-id".into(), json!(self.flagger_id(&obs.revision)));
+        template["metadata"] = json!({"labels": labels, "annotations": annotations});
+        rename_configs(&mut template["spec"], &obs.configs);
+        let target_replicas = spec.get("replicas").and_then(Value::as_i64).unwrap_or(0);
+        let mut dep_spec = json!({
+            "selector": {"matchLabels": {key: primary_value}},
+            "template": template,
+        });
+        for f in [
+            "progressDeadlineSeconds",
+            "minReadySeconds",
+            "revisionHistoryLimit",
+            "strategy",
+        ] {
+            if let Some(v) = spec.get(f) {
+                dep_spec[f] = v.clone();
+            }
+        }
+        if create || r.autoscaler.is_none() {
+            dep_spec["replicas"] = json!(if target_replicas > 0 {
+                target_replicas
+            } else {
+                1
+            });
+        }
+        let annotations: Map<String, Value> =
+            strip_toolkit(target.pointer("/metadata/annotations"))
+                .into_iter()
+                .filter(|(k, _)| {
+                    k != "kubectl.kubernetes.io/last-applied-configuration"
+                        && k != "deployment.kubernetes.io/revision"
+                })
+                .collect();
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": r.primary(),
+                "namespace": r.namespace,
+                "labels": {key.as_str(): primary_value},
+                "annotations": annotations,
+                "ownerReferences": self.owner(),
+            },
+            "spec": dep_spec,
+        })
+    }
+
+    /// Flagger writes a random `flagger-id` so every promotion rolls the
+    /// primary; deriving it from the Canary and the revision does the same
+    /// and keeps a repeated promotion of one revision a no-op.
+    fn flagger_id(&self, revision: &str) -> String {
+        let uid = self.canary.metadata.uid.as_deref().unwrap_or("");
+        let h = Sha256::digest(format!("{uid}/{revision}").as_bytes());
+        let hex = hex::encode(&h[..16]);
+        format!(
+            "{}-{}-4{}-{}{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[13..16],
+            ["8", "9", "a", "b"][(h[8] & 3) as usize],
+            &hex[17..20],
+            &hex[20..32]
+        )
+    }
+
+    async fn primary_hpa(&self, hpa: &str) -> Result<Value> {
+        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
+        let target = api.get_opt(hpa).await?.ok_or_else(|| BadReference {
+            field: "spec.autoscalerRef.name".into(),
+            problem: format!("HorizontalPodAutoscaler {hpa}.{} not found", self.ns()),
+            fix: "create the HPA or remove autoscalerRef".into(),
+        })?;
+        let t = serde_json::to_value(&target)?;
+        let mut spec = json!({
+            "scaleTargetRef": {
+                "apiVersion": t.pointer("/spec/scaleTargetRef/apiVersion").cloned().unwrap_or(json!("apps/v1")),
+                "kind": t.pointer("/spec/scaleTargetRef/kind").cloned().unwrap_or(json!("Deployment")),
+                "name": self.rollout.primary(),
+            },
+            "maxReplicas": t.pointer("/spec/maxReplicas").cloned().unwrap_or(json!(1)),
+        });
+        for f in ["minReplicas", "metrics", "behavior"] {
+            if let Some(v) = t["spec"].get(f) {
+                spec[f] = v.clone();
+            }
+        }
+        if let Some(o) = &self.primary_scaler_replicas {
+            for f in ["minReplicas", "maxReplicas"] {
+                if let Some(v) = o.get(f).filter(|v| !v.is_null()) {
+                    spec[f] = v.clone();
+                }
+            }
+        }
+        let labels: Map<String, Value> = strip_toolkit(t.pointer("/metadata/labels"));
+        Ok(json!({
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {
+                "name": format!("{hpa}-primary"),
+                "namespace": self.ns(),
+                "labels": labels,
+                "ownerReferences": self.owner(),
+            },
+            "spec": spec,
+        }))
+    }
+
+    /// `<name>-primary` copies of the tracked ConfigMaps and Secrets.
+    async fn apply_configs(&self, obs: &Observed) -> Result<()> {
+        for key in obs.configs.keys() {
+            let Some((kind, name)) = key.split_once('/') else {
+                continue;
+            };
+            let copy = format!("{name}-primary");
+            let meta =
+                json!({"name": copy, "namespace": self.ns(), "ownerReferences": self.owner()});
+            match kind {
+                "configmap" => {
+                    let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.ns());
+                    let Some(src) = api.get_opt(name).await? else {
+                        continue;
+                    };
+                    let src = serde_json::to_value(src)?;
+                    let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                        "data": src.get("data").cloned().unwrap_or(json!({})),
+                        "binaryData": src.get("binaryData").cloned().unwrap_or(json!({}))});
+                    api.patch(&copy, &apply_params(), &Patch::Apply(&obj))
+                        .await
+                        .with_context(|| format!("applying ConfigMap {copy}"))?;
+                }
+                _ => {
+                    let api: Api<Secret> = Api::namespaced(self.client.clone(), self.ns());
+                    let Some(src) = api.get_opt(name).await? else {
+                        continue;
+                    };
+                    let src = serde_json::to_value(src)?;
+                    let obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta,
+                        "type": src.get("type").cloned().unwrap_or(json!("Opaque")),
+                        "data": src.get("data").cloned().unwrap_or(json!({}))});
+                    api.patch(&copy, &apply_params(), &Patch::Apply(&obj))
+                        .await
+                        .with_context(|| format!("applying Secret {copy}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the target's template (and configs) to the primary.
+    pub async fn promote(&self, obs: &Observed) -> Result<()> {
+        let r = self.rollout;
+        self.apply_configs(obs).await?;
+        let desired = self.primary_deployment(obs, false);
+        let mut spec = desired["spec"].clone();
+        // Replace the template as a whole, so fields the target dropped go too.
+        if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut) {
+            t.insert("$patch".into(), json!("replace"));
+        }
+        let patch =
+            json!({"metadata": {"annotations": desired["metadata"]["annotations"]}, "spec": spec});
+        self.deployments()
+            .patch(
+                &r.primary(),
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+            .with_context(|| format!("promoting to Deployment {}.{}", r.primary(), r.namespace))?;
+        if let Some(hpa) = &r.autoscaler {
+            let desired = self.primary_hpa(hpa).await?;
+            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
+            api.patch(
+                &format!("{hpa}-primary"),
+                &apply_params(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .with_context(|| format!("updating HorizontalPodAutoscaler {hpa}-primary"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn scale_target(&self, replicas: i32) -> Result<()> {
+        let r = self.rollout;
+        let patch = json!({"spec": {"replicas": replicas}});
+        self.deployments()
+            .patch(&r.target, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| {
+                format!("scaling {}.{} to {replicas} failed", r.target, r.namespace)
+            })?;
+        Ok(())
+    }
+
+    /// Flagger's ScaleFromZero: the target's replicas if set, else the HPA's
+    /// minimum (at least 1), else the primary's.
+    pub async fn scale_up(&self, obs: &Observed) -> Result<()> {
+        let current = obs
+            .target
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(0);
+        let replicas = if current > 0 {
+            current
+        } else if let Some(hpa) = &self.rollout.autoscaler {
+            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
+            let min = api
+                .get_opt(hpa)
+                .await?
+                .and_then(|h| h.spec)
+                .and_then(|s| s.min_replicas)
+                .unwrap_or(1);
+            min.max(1)
+        } else {
+            obs.primary
+                .as_ref()
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.replicas)
+                .filter(|r| *r > 0)
+                .unwrap_or(1)
+        };
+        self.scale_target(replicas).await
+    }
+}
+
+/// The readiness view of a Deployment.
+pub fn view(d: &Deployment, ns: &str) -> DeploymentView {
+    let name = d.metadata.name.clone().unwrap_or_default();
+    let status = d.status.clone().unwrap_or_default();
+    let conditions = status.conditions.clone().unwrap_or_default();
+    let progress_deadline_exceeded = conditions.iter().any(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    let unavailable_for = conditions
+        .iter()
+        .find(|c| {
+            c.type_ == "Available"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("MinimumReplicasUnavailable")
+        })
+        .and_then(|c| c.last_update_time.as_ref())
+        .map(|t| {
+            let secs = (Timestamp::now().as_second() - t.0.as_second()).max(0);
+            std::time::Duration::from_secs(secs as u64)
+        });
+    DeploymentView {
+        id: format!("{name}.{ns}"),
+        name,
+        generation: d.metadata.generation.unwrap_or(0),
+        observed_generation: status.observed_generation.unwrap_or(0),
+        replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        updated_replicas: status.updated_replicas.unwrap_or(0),
+        available_replicas: status.available_replicas.unwrap_or(0),
+        total_replicas: status.replicas.unwrap_or(0),
+        progress_deadline_exceeded,
+        unavailable_for,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    ConfigMap,
+    Secret,
+}
+
+impl ConfigKind {
+    fn key(self) -> &'static str {
+        match self {
+            ConfigKind::ConfigMap => "configmap",
+            ConfigKind::Secret => "secret",
+        }
+    }
+}
+
+/// Whether Flagger tracks this object: not disabled by annotation, and for
+/// Secrets one of the types that carry configuration.
+fn tracked(kind: ConfigKind, obj: &Value) -> bool {
+    let disabled = obj
+        .pointer("/metadata/annotations/flagger.app~1config-tracking")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("disable"));
+    if disabled {
+        return false;
+    }
+    match kind {
+        ConfigKind::ConfigMap => true,
+        ConfigKind::Secret => matches!(
+            obj.get("type").and_then(Value::as_str).unwrap_or("Opaque"),
+            "Opaque" | "kubernetes.io/basic-auth" | "kubernetes.io/ssh-auth" | "kubernetes.io/tls"
+        ),
+    }
+}
+
+/// Every ConfigMap and Secret a pod template refers to: `(kind, name, optional)`.
+pub fn config_refs(template: &Value) -> Vec<(ConfigKind, String, bool)> {
+    let mut refs = Vec::new();
+    let mut push = |kind, v: &Value, key: &str| {
+        if let Some(n) = v.get(key).and_then(Value::as_str) {
+            let optional = v.get("optional").and_then(Value::as_bool).unwrap_or(false);
+            if !refs
+                .iter()
+                .any(|(k, name, _): &(ConfigKind, String, bool)| *k == kind && name == n)
+            {
+                refs.push((kind, n.to_string(), optional));
+            }
+        }
+    };
+    let spec = template.get("spec").cloned().unwrap_or(Value::Null);
+    let list = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for vol in list(&spec, "volumes") {
+        if let Some(cm) = vol.get("configMap") {
+            push(ConfigKind::ConfigMap, cm, "name");
+        }
+        if let Some(s) = vol.get("secret") {
+            push(ConfigKind::Secret, s, "secretName");
+        }
+        for src in vol
+            .pointer("/projected/sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(cm) = src.get("configMap") {
+                push(ConfigKind::ConfigMap, cm, "name");
+            }
+            if let Some(s) = src.get("secret") {
+                push(ConfigKind::Secret, s, "name");
+            }
+        }
+    }
+    for key in ["initContainers", "containers"] {
+        for c in list(&spec, key) {
+            for env in list(&c, "env") {
+                if let Some(r) = env.pointer("/valueFrom/configMapKeyRef") {
+                    push(ConfigKind::ConfigMap, r, "name");
+                }
+                if let Some(r) = env.pointer("/valueFrom/secretKeyRef") {
+                    push(ConfigKind::Secret, r, "name");
+                }
+            }
+            for env in list(&c, "envFrom") {
+                if let Some(r) = env.get("configMapRef") {
+                    push(ConfigKind::ConfigMap, r, "name");
+                }
+                if let Some(r) = env.get("secretRef") {
+                    push(ConfigKind::Secret, r, "name");
+                }
+            }
+        }
+    }
+    refs
+}
+
+/// Points every reference to a tracked config at its `-primary` copy.
+pub fn rename_configs(pod_spec: &mut Value, configs: &BTreeMap<String, String>) {
+    let has = |kind: &str, name: &str| configs.contains_key(&format!("{kind}/{name}"));
+    let rename = |v: &mut Value, key: &str, kind: &str| {
+        if let Some(n) = v.get(key).and_then(Value::as_str).map(str::to_string) {
+            if has(kind, &n) {
+                v[key] = json!(format!("{n}-primary"));
+            }
+        }
+    };
+    if let Some(vols) = pod_spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        for vol in vols {
+            if let Some(cm) = vol.get_mut("configMap") {
+                rename(cm, "name", "configmap");
+            }
+            if let Some(s) = vol.get_mut("secret") {
+                rename(s, "secretName", "secret");
+            }
+            if let Some(srcs) = vol
+                .pointer_mut("/projected/sources")
+                .and_then(Value::as_array_mut)
+            {
+                for src in srcs {
+                    if let Some(cm) = src.get_mut("configMap") {
+                        rename(cm, "name", "configmap");
+                    }
+                    if let Some(s) = src.get_mut("secret") {
+                        rename(s, "name", "secret");
+                    }
+                }
+            }
+        }
+    }
+    for key in ["initContainers", "containers"] {
+        let Some(cs) = pod_spec.get_mut(key).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in cs {
+            if let Some(envs) = c.get_mut("env").and_then(Value::as_array_mut) {
+                for env in envs {
+                    if let Some(r) = env.pointer_mut("/valueFrom/configMapKeyRef") {
+                        rename(r, "name", "configmap");
+                    }
+                    if let Some(r) = env.pointer_mut("/valueFrom/secretKeyRef") {
+                        rename(r, "name", "secret");
+                    }
+                }
+            }
+            if let Some(envs) = c.get_mut("envFrom").and_then(Value::as_array_mut) {
+                for env in envs {
+                    if let Some(r) = env.get_mut("configMapRef") {
+                        rename(r, "name", "configmap");
+                    }
+                    if let Some(r) = env.get_mut("secretRef") {
+                        rename(r, "name", "secret");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_references_are_found_and_renamed() {
+        let mut t = json!({"spec": {
+            "volumes": [{"name": "cfg", "configMap": {"name": "podinfo-config"}},
+                        {"name": "s", "secret": {"secretName": "podinfo-secret", "optional": true}}],
+            "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "podinfo-env"}}],
+                            "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "podinfo-secret", "key": "k"}}}]}]
+        }});
+        let refs = config_refs(&t);
+        assert_eq!(
+            refs,
+            [
+                (ConfigKind::ConfigMap, "podinfo-config".to_string(), false),
+                (ConfigKind::Secret, "podinfo-secret".to_string(), true),
+                (ConfigKind::ConfigMap, "podinfo-env".to_string(), false),
+            ]
+        );
+        let configs: BTreeMap<String, String> = [
+            ("configmap/podinfo-config".to_string(), "1".to_string()),
+            ("secret/podinfo-secret".to_string(), "2".to_string()),
+        ]
+        .into();
+        rename_configs(&mut t["spec"], &configs);
+        assert_eq!(
+            t["spec"]["volumes"][0]["configMap"]["name"],
+            "podinfo-config-primary"
+        );
+        assert_eq!(
+            t["spec"]["volumes"][1]["secret"]["secretName"],
+            "podinfo-secret-primary"
+        );
+        // Not tracked (e.g. missing and optional): left alone.
+        assert_eq!(
+            t["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"],
+            "podinfo-env"
+        );
+        assert_eq!(
+            t["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+            "podinfo-secret-primary"
+        );
+    }
+}

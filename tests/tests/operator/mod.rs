@@ -1,0 +1,748 @@
+//! `fledge operator` against the shared cluster: the real binary as a child process, one per
+//! namespace (`--namespace`), with the harness's Prometheus and mesh simulator. The guide's
+//! Canary with a 10 s interval and at most three analysis steps; Canaries run concurrently.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use fledge_e2e::cluster::{assets_dir, create_namespace, install_crds};
+use fledge_e2e::http;
+use fledge_e2e::Cluster;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::Client;
+use serde_json::{json, Value};
+
+use super::{apply, manifest, ssa, wait_for, world};
+
+/// The `fledge` executable, built (or found up to date) once per test process.
+fn fledge_binary() -> Result<PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            // The workspace's feature set, as `cargo test --workspace` builds it, so the
+            // dependencies are not rebuilt with another one.
+            .args([
+                "build",
+                "--workspace",
+                "--bin",
+                "fledge",
+                "--message-format=json-render-diagnostics",
+            ])
+            .current_dir(fledge_e2e::cluster::crate_dir().join(".."))
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running cargo build -p fledge: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("cargo build -p fledge failed ({})", out.status));
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "fledge")
+            .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .last()
+            .ok_or_else(|| "cargo build -p fledge named no executable".to_string())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A running `fledge operator`; killed (and reaped) when dropped.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+    /// Where `/healthz`, `/readyz` and `/metrics` answer.
+    pub port: u16,
+}
+
+impl Operator {
+    pub fn start(cluster: &Cluster, name: &str, args: &[&str]) -> Result<Operator> {
+        let bin = fledge_binary()?;
+        let prom = cluster
+            .prometheus()
+            .context("the cluster has no Prometheus")?;
+        let port = free_port()?;
+        let log = cluster
+            .dir()
+            .join("logs")
+            .join(format!("fledge-{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .arg("operator")
+            .arg(format!("--kubeconfig={}", cluster.kubeconfig().display()))
+            .arg(format!("--metrics-server=http://{prom}"))
+            .arg(format!("--listen-address=127.0.0.1:{port}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting fledge operator")?;
+        Ok(Operator { child, log, port })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Installs the CRDs `fledge crds` prints and waits until Canaries are served.
+async fn install_fledge_crds(cluster: &Cluster, client: &Client) -> Result<()> {
+    static DONE: OnceLock<()> = OnceLock::new();
+    if DONE.get().is_some() {
+        return Ok(());
+    }
+    let dir = cluster.dir().join("fledge-crds");
+    let out = Command::new(fledge_binary()?)
+        .args(["crds", "--dir"])
+        .arg(&dir)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "fledge crds: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    install_crds(client, &dir).await?;
+    let canaries: Api<DynamicObject> = Api::all_with(client.clone(), &canary_resource());
+    wait_for(
+        "the Canary CRD to be served",
+        Duration::from_secs(30),
+        || async {
+            Ok(canaries
+                .list(&ListParams::default().limit(1))
+                .await
+                .ok()
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    let _ = DONE.set(());
+    Ok(())
+}
+
+fn canary_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("flagger.app", "v1beta1", "Canary"),
+        "canaries",
+    )
+}
+
+fn appmesh(kind: &str) -> ApiResource {
+    let plural = format!("{}s", kind.to_ascii_lowercase());
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("appmesh.k8s.aws", "v1beta2", kind),
+        &plural,
+    )
+}
+
+/// Records what webhooks receive; answers 200.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub calls: Arc<Mutex<Vec<http::Request>>>,
+    pub addr: Option<std::net::SocketAddr>,
+}
+
+impl Receiver {
+    pub async fn start() -> Result<Receiver> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let calls: Arc<Mutex<Vec<http::Request>>> = Arc::default();
+        let seen = calls.clone();
+        tokio::spawn(http::serve(listener, move |req| {
+            seen.lock().unwrap().push(req);
+            (200, "text/plain", "ok".to_string())
+        }));
+        Ok(Receiver {
+            calls,
+            addr: Some(addr),
+        })
+    }
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr.expect("started"))
+    }
+}
+
+/// The guide's Canary, at the 10 s minimum interval with two weight steps' worth of analysis
+/// (50 %, then promotion) and its webhooks pointed at `hooks`.
+pub fn test_canary(ns: &str, hooks: &Receiver) -> Value {
+    let mut c: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(assets_dir().join("../../examples/podinfo/canary.yaml")).unwrap(),
+    )
+    .unwrap();
+    c["metadata"]["namespace"] = json!(ns);
+    let a = &mut c["spec"]["analysis"];
+    a["interval"] = json!("10s");
+    a["threshold"] = json!(1);
+    a["stepWeight"] = json!(50);
+    a["maxWeight"] = json!(50);
+    a["metrics"][0]["interval"] = json!("30s");
+    a["metrics"][1]["interval"] = json!("30s");
+    a["webhooks"][0]["url"] = json!(hooks.url("/acceptance"));
+    a["webhooks"][1]["url"] = json!(hooks.url("/load"));
+    c
+}
+
+/// The Event notes about Canary `name` from Fledge, in the order they were first emitted,
+/// with the time of each.
+async fn events(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Vec<(k8s_openapi::jiff::Timestamp, String)>> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut out: Vec<_> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reporting_controller.as_deref() == Some("fledge")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Canary")
+        })
+        .filter_map(|e| Some((e.event_time?.0, e.note.unwrap_or_default())))
+        .collect();
+    out.sort_by_key(|(t, _)| *t);
+    Ok(out)
+}
+
+/// Waits-for-readiness lines depend on how fast pods come up; they are left out of
+/// comparisons, as are repeats (the Events API folds them into one Event's series).
+fn comparable(lines: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in lines {
+        if l.contains("rollout to finish") || out.last() == Some(&l) {
+            continue;
+        }
+        out.push(l);
+    }
+    out
+}
+
+/// `fledge simulate --format events` for the same Canary and world.
+fn simulated(dir: &Path, canary: &Value, scenario: &str) -> Result<Vec<String>> {
+    let canary_file = dir.join("canary.yaml");
+    std::fs::write(&canary_file, serde_yaml::to_string(canary)?)?;
+    let scenario_file = dir.join("scenario.yaml");
+    std::fs::write(&scenario_file, scenario)?;
+    let out = Command::new(fledge_binary()?)
+        .arg("simulate")
+        .arg("--canary")
+        .arg(&canary_file)
+        .arg("--scenario")
+        .arg(&scenario_file)
+        .args(["--format", "events"])
+        .output()?;
+    ensure!(
+        out.status.code().is_some_and(|c| c == 0 || c == 2),
+        "fledge simulate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(comparable(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string),
+    ))
+}
+
+async fn canary_status(client: &Client, ns: &str) -> Result<Value> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &canary_resource());
+    Ok(api.get("podinfo").await?.data["status"].clone())
+}
+
+async fn wait_phase(client: &Client, ns: &str, phase: &str, timeout: Duration) -> Result<Value> {
+    wait_for(
+        &format!("Canary {ns}/podinfo to reach {phase}"),
+        timeout,
+        || async {
+            let s = canary_status(client, ns).await?;
+            Ok((s["phase"] == phase).then_some(s))
+        },
+    )
+    .await
+}
+
+fn spec_of(obj: &DynamicObject) -> Value {
+    obj.data["spec"].clone()
+}
+
+async fn mesh_object(client: &Client, ns: &str, kind: &str, name: &str) -> Result<DynamicObject> {
+    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &appmesh(kind))
+        .get(name)
+        .await
+        .with_context(|| format!("reading {kind} {ns}/{name}"))
+}
+
+/// The live split of the apex router: (canary, primary).
+async fn live_weights(client: &Client, ns: &str) -> Result<(u64, u64)> {
+    let vr = mesh_object(client, ns, "VirtualRouter", "podinfo").await?;
+    let t = &vr.data["spec"]["routes"][0]["httpRoute"]["action"]["weightedTargets"];
+    Ok((
+        t[0]["weight"].as_u64().unwrap_or(999),
+        t[1]["weight"].as_u64().unwrap_or(999),
+    ))
+}
+
+/// Every generated object, read back and compared with what the guide's Canary implies.
+async fn check_bootstrap(client: &Client, ns: &str, uid: &str) -> Result<()> {
+    let owner = json!([{"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "podinfo",
+                        "uid": uid, "controller": true, "blockOwnerDeletion": true}]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let primary = serde_json::to_value(deployments.get("podinfo-primary").await?)?;
+    let target = serde_json::to_value(deployments.get("podinfo").await?)?;
+    assert_eq!(primary["metadata"]["ownerReferences"], owner);
+    assert_eq!(
+        primary["metadata"]["labels"],
+        json!({"app": "podinfo-primary"})
+    );
+    assert_eq!(
+        primary["spec"]["selector"],
+        json!({"matchLabels": {"app": "podinfo-primary"}})
+    );
+    assert_eq!(
+        primary["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "podinfo-primary"})
+    );
+    let ann = &primary["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(ann["prometheus.io/scrape"], "true");
+    assert!(
+        ann["flagger-id"].as_str().is_some_and(|id| id.len() == 36),
+        "flagger-id {ann}"
+    );
+    assert_eq!(
+        primary["spec"]["template"]["spec"],
+        target["spec"]["template"]["spec"]
+    );
+    for f in [
+        "minReadySeconds",
+        "progressDeadlineSeconds",
+        "revisionHistoryLimit",
+        "strategy",
+    ] {
+        assert_eq!(primary["spec"][f], target["spec"][f], "primary {f}");
+    }
+    assert_eq!(primary["spec"]["replicas"], 2);
+    assert_eq!(
+        target["spec"]["replicas"], 0,
+        "the target is scaled to zero"
+    );
+
+    // The guide's autoscalerRef says autoscaling/v2beta2; the copy is read through v2.
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
+    let hpa = serde_json::to_value(hpas.get("podinfo-primary").await?)?;
+    let source = serde_json::to_value(hpas.get("podinfo").await?)?;
+    assert_eq!(hpa["metadata"]["ownerReferences"], owner);
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo-primary"})
+    );
+    for f in ["minReplicas", "maxReplicas", "metrics"] {
+        assert_eq!(hpa["spec"][f], source["spec"][f], "primary HPA {f}");
+    }
+
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    for (name, selects) in [
+        ("podinfo", "podinfo-primary"),
+        ("podinfo-canary", "podinfo"),
+        ("podinfo-primary", "podinfo-primary"),
+    ] {
+        let s = serde_json::to_value(services.get(name).await?)?;
+        assert_eq!(s["metadata"]["ownerReferences"], owner, "Service {name}");
+        assert_eq!(
+            s["metadata"]["labels"],
+            json!({"app": name}),
+            "Service {name}"
+        );
+        assert_eq!(
+            s["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/reconcile"],
+            "disabled"
+        );
+        assert_eq!(s["spec"]["type"], "ClusterIP");
+        assert_eq!(
+            s["spec"]["selector"],
+            json!({"app": selects}),
+            "Service {name}"
+        );
+        assert_eq!(
+            s["spec"]["ports"],
+            json!([{"name": "http", "port": 9898, "protocol": "TCP", "targetPort": 9898}]),
+            "Service {name}"
+        );
+    }
+
+    let timeout = json!({"unit": "ms", "value": 15000});
+    for (name, selects) in [
+        ("podinfo-primary", "podinfo-primary"),
+        ("podinfo-canary", "podinfo"),
+    ] {
+        let vn = mesh_object(client, ns, "VirtualNode", name).await?;
+        assert_eq!(serde_json::to_value(&vn.metadata.owner_references)?, owner);
+        assert_eq!(
+            spec_of(&vn),
+            json!({
+                "podSelector": {"matchLabels": {"app": selects}},
+                "listeners": [{"portMapping": {"port": 9898, "protocol": "http"},
+                               "timeout": {"http": {"perRequest": timeout}}}],
+                "serviceDiscovery": {"dns": {"hostname": format!("{name}.{ns}.svc.cluster.local.")}}
+            }),
+            "VirtualNode {name}"
+        );
+    }
+    let route = |name: &str, canary: u32, primary: u32| {
+        json!({"name": name, "httpRoute": {
+            "match": {"prefix": "/"},
+            "timeout": {"perRequest": timeout},
+            "retryPolicy": {"maxRetries": 3, "perRetryTimeout": {"unit": "ms", "value": 5000},
+                            "httpRetryEvents": ["gateway-error", "client-error", "stream-error"]},
+            "action": {"weightedTargets": [
+                {"virtualNodeRef": {"name": "podinfo-canary"}, "weight": canary},
+                {"virtualNodeRef": {"name": "podinfo-primary"}, "weight": primary}
+            ]}
+        }})
+    };
+    for (name, canary, primary) in [("podinfo", 0, 100), ("podinfo-canary", 100, 0)] {
+        let vr = mesh_object(client, ns, "VirtualRouter", name).await?;
+        assert_eq!(serde_json::to_value(&vr.metadata.owner_references)?, owner);
+        assert_eq!(
+            spec_of(&vr),
+            json!({"listeners": [{"portMapping": {"port": 9898, "protocol": "http"}}],
+                   "routes": [route(name, canary, primary)]}),
+            "VirtualRouter {name}"
+        );
+        let vs = mesh_object(client, ns, "VirtualService", name).await?;
+        assert_eq!(serde_json::to_value(&vs.metadata.owner_references)?, owner);
+        assert_eq!(
+            spec_of(&vs),
+            json!({"provider": {"virtualRouter": {"virtualRouterRef": {"name": name}}}})
+        );
+    }
+    assert_eq!(
+        live_weights(client, ns).await?,
+        (0, 100),
+        "traffic 100 % primary"
+    );
+    Ok(())
+}
+
+/// Deploys the guide's podinfo and HPA into `ns`, starts an operator for it, applies the
+/// test Canary and waits for Initialized; returns the operator, Canary and webhook receiver.
+async fn bootstrap(
+    cluster: &'static Cluster,
+    client: &Client,
+    ns: &str,
+) -> Result<(Operator, Value, Receiver)> {
+    create_namespace(
+        client,
+        ns,
+        &[("appmesh.k8s.aws/sidecarInjectorWebhook", "enabled")],
+    )
+    .await?;
+    for file in [
+        "manifests/podinfo-deployment.yaml",
+        "manifests/podinfo-hpa.yaml",
+    ] {
+        for doc in manifest(file) {
+            apply(client, ns, &doc, &ssa()).await?;
+        }
+    }
+    let hooks = Receiver::start().await?;
+    let operator = Operator::start(
+        cluster,
+        ns,
+        &[&format!("--namespace={ns}"), "--log-level=info"],
+    )?;
+    let canary = test_canary(ns, &hooks);
+    let started = Instant::now();
+    let stored = apply(client, ns, &canary, &ssa()).await?;
+    let status = wait_phase(client, ns, "Initialized", Duration::from_secs(90))
+        .await
+        .with_context(|| format!("operator log:\n{}", operator.logs()))?;
+    println!(
+        "{ns}: Initialized {:.1}s after the Canary was applied",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(status["canaryWeight"], 0);
+    let promoted = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Promoted"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (promoted["status"].as_str(), promoted["reason"].as_str()),
+        (Some("True"), Some("Initialized"))
+    );
+    let uid = stored.metadata.uid.clone().unwrap_or_default();
+    check_bootstrap(client, ns, &uid).await?;
+    Ok((operator, canary, hooks))
+}
+
+async fn set_image(client: &Client, ns: &str, image: &str) -> Result<k8s_openapi::jiff::Timestamp> {
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "podinfod", "image": image}]}}}});
+    let at = k8s_openapi::jiff::Timestamp::now();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await?;
+    Ok(at)
+}
+
+async fn image_of(client: &Client, ns: &str, name: &str) -> Result<String> {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await?;
+    Ok(d.spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+        .unwrap_or_default())
+}
+
+async fn replicas_of(client: &Client, ns: &str, name: &str) -> Result<i32> {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await?;
+    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
+}
+
+/// The events after `since`, as comparable lines.
+async fn events_since(
+    client: &Client,
+    ns: &str,
+    since: k8s_openapi::jiff::Timestamp,
+) -> Result<Vec<String>> {
+    Ok(comparable(
+        events(client, ns, "podinfo")
+            .await?
+            .into_iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|(_, m)| m),
+    ))
+}
+
+/// The events after `since` once they match `expected` (a step's Events are published right
+/// after its status is written), or whatever is there after a few seconds.
+async fn settled_events(
+    client: &Client,
+    ns: &str,
+    since: k8s_openapi::jiff::Timestamp,
+    expected: &[String],
+) -> Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = events_since(client, ns, since).await?;
+        if got.len() >= expected.len() || Instant::now() > deadline {
+            return Ok(got);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const PROMOTE: &str = "trigger:\n  image: ghcr.io/stefanprodan/podinfo:6.0.1\nrollout:\n  canaryReadyAfter: 0\n  primaryReadyAfter: 0\n";
+const ROLLBACK: &str = "trigger:\n  image: ghcr.io/stefanprodan/podinfo:6.0.2\nrollout:\n  canaryReadyAfter: 0\n  primaryReadyAfter: 0\nmetrics:\n  request-success-rate: 50\n";
+
+async fn promotion(cluster: &'static Cluster, ns: &str) -> Result<()> {
+    let client = cluster.client().await?;
+    let (operator, canary, hooks) = bootstrap(cluster, &client, ns).await?;
+    let expected = simulated(
+        &cluster.dir().join("logs").join(ns).tap_mkdir()?,
+        &canary,
+        PROMOTE,
+    )?;
+
+    let triggered = set_image(&client, &ns, "ghcr.io/stefanprodan/podinfo:6.0.1").await?;
+    let detected = wait_for(
+        "New revision detected!",
+        Duration::from_secs(30),
+        || async {
+            Ok(events(&client, ns, "podinfo")
+                .await?
+                .into_iter()
+                .find(|(t, m)| *t >= triggered && m.starts_with("New revision detected!"))
+                .map(|(t, _)| t))
+        },
+    )
+    .await?;
+    println!(
+        "{ns}: set image -> `New revision detected!` in {:.0} ms",
+        detected.duration_since(triggered).as_secs_f64() * 1000.0
+    );
+    wait_phase(&client, ns, "Succeeded", Duration::from_secs(150))
+        .await
+        .with_context(|| format!("operator log:\n{}", operator.logs()))?;
+    let got = settled_events(&client, ns, triggered, &expected).await?;
+    assert_eq!(
+        got, expected,
+        "Events differ from `fledge simulate --format events`"
+    );
+    assert!(
+        got.contains(&format!("Advance podinfo.{ns} canary weight 50")),
+        "{got:#?}"
+    );
+    assert!(
+        got.last()
+            .is_some_and(|l| l.starts_with("Promotion completed!")),
+        "{got:#?}"
+    );
+    assert_eq!(
+        image_of(&client, ns, "podinfo-primary").await?,
+        "ghcr.io/stefanprodan/podinfo:6.0.1"
+    );
+    assert_eq!(replicas_of(&client, ns, "podinfo").await?, 0, "canary at 0");
+    assert_eq!(
+        live_weights(&client, ns).await?,
+        (0, 100),
+        "routes back to 100/0"
+    );
+    // The webhooks got Flagger's payload.
+    let calls = hooks.calls.lock().unwrap().clone();
+    let pre = calls
+        .iter()
+        .find(|c| c.path == "/acceptance")
+        .context("the pre-rollout hook was not called")?;
+    let body: Value = serde_json::from_str(&pre.body)?;
+    assert_eq!(
+        (
+            body["name"].as_str(),
+            body["namespace"].as_str(),
+            body["phase"].as_str()
+        ),
+        (Some("podinfo"), Some(ns), Some("Progressing"))
+    );
+    assert_eq!(body["metadata"]["type"], "bash");
+    assert!(body["checksum"].as_str().is_some_and(|c| !c.is_empty()));
+    Ok(())
+}
+
+async fn rollback(cluster: &'static Cluster, ns: &str) -> Result<()> {
+    let client = cluster.client().await?;
+    let (operator, canary, _hooks) = bootstrap(cluster, &client, ns).await?;
+    let expected = simulated(
+        &cluster.dir().join("logs").join(ns).tap_mkdir()?,
+        &canary,
+        ROLLBACK,
+    )?;
+    let sim = cluster.simulator().context("no simulator")?;
+    let put = http::request(
+        sim,
+        "PUT",
+        &format!("/backends/{ns}/podinfo-canary"),
+        Some(r#"{"error_ratio": 0.5}"#),
+    )?;
+    ensure!(
+        (200..300).contains(&put.status),
+        "PUT backend: {} {}",
+        put.status,
+        put.body
+    );
+
+    let triggered = set_image(&client, ns, "ghcr.io/stefanprodan/podinfo:6.0.2").await?;
+    wait_phase(&client, ns, "Failed", Duration::from_secs(150))
+        .await
+        .with_context(|| format!("operator log:\n{}", operator.logs()))?;
+    // Prometheus extrapolates rates at the window's edges, and new pods start at zero: 50 %
+    // errors read as 50-53 %.
+    let rate = regex::Regex::new(r"success rate (\d+\.\d+)% <")?;
+    let measured: Vec<f64> = events_since(&client, ns, triggered)
+        .await?
+        .iter()
+        .filter_map(|l| rate.captures(l).and_then(|c| c[1].parse().ok()))
+        .collect();
+    assert!(
+        measured.len() == 1 && (measured[0] - 50.0).abs() < 10.0,
+        "success rates in the Events: {measured:?}"
+    );
+    let normal = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .into_iter()
+            .map(|l| rate.replace(&l, "success rate ~50% <").to_string())
+            .collect()
+    };
+    let expected = normal(expected);
+    let got = normal(settled_events(&client, ns, triggered, &expected).await?);
+    assert_eq!(
+        got, expected,
+        "Events differ from `fledge simulate --format events`"
+    );
+    assert!(
+        got.contains(&format!(
+            "Halt podinfo.{ns} advancement success rate ~50% < 99%"
+        )),
+        "{got:#?}"
+    );
+    assert_eq!(
+        live_weights(&client, ns).await?,
+        (0, 100),
+        "routes back to 100/0"
+    );
+    assert_eq!(replicas_of(&client, ns, "podinfo").await?, 0, "canary at 0");
+    assert_eq!(
+        image_of(&client, ns, "podinfo-primary").await?,
+        "ghcr.io/stefanprodan/podinfo:6.0.0"
+    );
+    Ok(())
+}
+
+trait MkDir {
+    fn tap_mkdir(self) -> Result<PathBuf>;
+}
+impl MkDir for PathBuf {
+    fn tap_mkdir(self) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self)?;
+        Ok(self)
+    }
+}
+
+/// Bootstrap, promotion and rollback of the guide's Canary, concurrently in two namespaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_bootstraps_promotes_and_rolls_back() -> Result<()> {
+    let Some(cluster) = world("operator_bootstraps_promotes_and_rolls_back") else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let client = cluster.client().await?;
+    install_fledge_crds(cluster, &client).await?;
+    let (p, r) = tokio::join!(
+        promotion(cluster, "op-promote"),
+        rollback(cluster, "op-rollback")
+    );
+    p.context("promotion")?;
+    r.context("rollback")?;
+    println!(
+        "bootstrap + promotion + rollback: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
