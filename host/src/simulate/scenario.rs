@@ -81,6 +81,10 @@ pub struct RolloutSpeed {
     /// Steps before the primary's new replicas are available (default 0).
     #[serde(default)]
     pub primary_ready_after: u32,
+    /// Steps before the primary's replicas are available after a promotion
+    /// copied the new revision to it (default: `primaryReadyAfter`).
+    #[serde(default)]
+    pub promotion_ready_after: Option<u32>,
 }
 
 /// A value, or a list of values used one per call, the last repeating.
@@ -108,18 +112,20 @@ pub enum Answer {
     Fail,
 }
 
-/// A metric reading: a number, or `error` for a failed query.
+/// A metric reading: a number, `error` for a failed query, or `nodata` for a
+/// query that returns no sample (the canary gets no traffic).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Reading {
     Value(f64),
-    Error(ErrorWord),
+    Word(Word),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ErrorWord {
+pub enum Word {
     Error,
+    NoData,
 }
 
 #[cfg(test)]
@@ -148,7 +154,7 @@ metrics:
         assert_eq!(s.webhooks["load-test"].nth(5), Some(Answer::Fail));
         assert_eq!(
             s.metrics["request-success-rate"].nth(3),
-            Some(Reading::Error(ErrorWord::Error))
+            Some(Reading::Word(Word::Error))
         );
         assert_eq!(
             s.metrics["request-duration"].nth(9),
