@@ -462,3 +462,42 @@ fn event_texts_are_single_safe_lines() {
         ["Halt podinfo.test advancement ok Promotion completed! [31mforged"]
     );
 }
+
+#[test]
+fn status_keeps_the_real_weight_and_moves_its_transition_time_only_on_a_phase_change() {
+    let mut r = guide();
+    r.webhooks.push(hook("ship", WebhookKind::ConfirmPromotion));
+    // A step that advances: Fledge's reason, no transition.
+    let (mut status, mut obs) = progressing(10);
+    status.last_transition = 100;
+    obs.now = 1_000;
+    let (tick, _) = run_step(&r, &status, obs, &NativeJudge);
+    let reasons: Vec<_> = tick.events().map(|e| e.reason).collect();
+    assert_eq!(reasons, ["Advance"]);
+    assert_eq!(tick.status.last_transition, 100);
+    // At the maximum weight with the promotion gate closed: WaitingPromotion
+    // at the weight traffic really has, and a transition.
+    let (mut status, mut obs) = progressing(50);
+    status.last_transition = 100;
+    obs.now = 1_000;
+    obs.webhooks.insert(WebhookKind::Rollout, vec![]);
+    obs.metrics = Some(vec![]);
+    obs.webhooks.insert(
+        WebhookKind::ConfirmPromotion,
+        vec![fledge_policy::WebhookResult {
+            name: "ship".into(),
+            kind: WebhookKind::ConfirmPromotion,
+            passed: false,
+            message: "closed".into(),
+        }],
+    );
+    obs.decision = Some(Decision::Promote);
+    let Outcome::Done(tick) = step(&r, &status, &obs, &NativeJudge) else {
+        panic!("expected done")
+    };
+    assert_eq!(tick.status.phase, Phase::WaitingPromotion);
+    assert_eq!(tick.status.canary_weight, 50);
+    assert_eq!(tick.status.last_transition, 1_000);
+    let reasons: Vec<_> = tick.events().map(|e| e.reason).collect();
+    assert_eq!(reasons, ["Halt"]);
+}
