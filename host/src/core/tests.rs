@@ -6,7 +6,10 @@ use fledge_policy::{Decision, PolicyInput, Readiness};
 
 fn guide() -> Rollout {
     let text = include_str!("../../../examples/podinfo/canary.yaml");
-    let canary: api::Canary = serde_yaml::from_str(text).expect("guide canary parses");
+    let doc = api::yaml::documents(text)
+        .expect("guide canary parses")
+        .remove(0);
+    let canary: api::Canary = api::yaml::typed(&doc).expect("guide canary parses");
     api::validate(&canary)
         .expect("guide canary is valid")
         .rollout

@@ -263,31 +263,58 @@ pub fn run(inputs: &Inputs, scenario: Scenario, judge: &dyn Judge) -> Report {
     sim.report
 }
 
+/// How one of many simulated canaries ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub canary: String,
+    pub phase: Phase,
+    /// Steps run after the trigger.
+    pub steps: u32,
+    pub finished: bool,
+}
+
+impl Summary {
+    fn of(report: &Report) -> Summary {
+        Summary {
+            canary: report.canary.clone(),
+            phase: report.phase,
+            steps: report.steps,
+            finished: report.finished,
+        }
+    }
+}
+
 /// Simulates `copies` independent canaries at once, step by step in lockstep,
-/// sharing one policy.
+/// sharing one policy. Only a summary of each is kept: a step's records are
+/// dropped once taken, and a canary that has ended is dropped whole, so memory
+/// stays that of the canaries in flight whatever the number of records.
 pub fn run_many(
     inputs: &Inputs,
     scenario: &Scenario,
     copies: usize,
     judge: &dyn Judge,
-) -> Vec<Report> {
-    let mut sims: Vec<Sim> = (0..copies)
+) -> Vec<Summary> {
+    let mut summaries: Vec<Option<Summary>> = vec![None; copies];
+    let mut sims: Vec<(usize, Sim)> = (0..copies)
         .map(|i| {
             let mut inputs = inputs.clone();
             inputs.rollout.name = format!("{}-{i:04}", inputs.rollout.name);
-            Sim::new(&inputs, scenario.clone())
+            (i, Sim::new(&inputs, scenario.clone()))
         })
         .collect();
-    loop {
-        let mut any = false;
-        for sim in &mut sims {
-            any |= sim.step(judge);
-        }
-        if !any {
-            break;
-        }
+    while !sims.is_empty() {
+        sims.retain_mut(|(i, sim)| {
+            let going = sim.step(judge);
+            sim.report.records.clear();
+            sim.report.alerts.clear();
+            sim.report.samples.clear();
+            if !going {
+                summaries[*i] = Some(Summary::of(&sim.report));
+            }
+            going
+        });
     }
-    sims.into_iter().map(|s| s.report).collect()
+    summaries.into_iter().flatten().collect()
 }
 
 #[cfg(test)]

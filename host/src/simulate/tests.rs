@@ -32,7 +32,7 @@ fn builtin() -> &'static crate::policy::Policy {
 
 fn simulate_with(canary: &str, scenario: &str, judge: &dyn Judge) -> Report {
     let inputs = load("canary.yaml", canary, &[]).expect("inputs load");
-    let scenario: Scenario = serde_yaml::from_str(scenario).expect("scenario parses");
+    let scenario: Scenario = super::scenario::parse(scenario).expect("scenario parses");
     run(&inputs, scenario, judge)
 }
 
@@ -187,7 +187,7 @@ fn alerts_reach_the_providers_whose_severity_they_meet() {
     let inputs = load("canary.yaml", &canary, &targets).expect("loads");
     let report = run(
         &inputs,
-        serde_yaml::from_str(ROLLBACK).expect("scenario"),
+        super::scenario::parse(ROLLBACK).expect("scenario"),
         builtin(),
     );
     let sent: Vec<(&str, &str)> = report
@@ -315,7 +315,7 @@ fn a_change_of_a_tracked_config_map_starts_a_rollout() {
     let inputs = load("canary.yaml", GUIDE, &targets).expect("loads");
     assert!(inputs.configs.contains_key("configmap/podinfo-config"));
     let scenario: Scenario =
-        serde_yaml::from_str("trigger: {configMaps: {podinfo-config: {color: green}}}")
+        super::scenario::parse("trigger: {configMaps: {podinfo-config: {color: green}}}")
             .expect("parses");
     let report = run(&inputs, scenario, builtin());
     assert_eq!(report.phase, Phase::Succeeded);
@@ -596,7 +596,7 @@ fn rollback_webhook_rolls_back_and_post_rollout_reports() {
 fn event_webhooks_receive_every_event() {
     let canary = with_webhooks(&hook("audit", "event"));
     let inputs = load("canary.yaml", &canary, &[]).expect("loads");
-    let scenario: Scenario = serde_yaml::from_str("trigger: {image: podinfo:2}").expect("parses");
+    let scenario: Scenario = super::scenario::parse("trigger: {image: podinfo:2}").expect("parses");
     let mut sim = Sim::new(&inputs, scenario);
     while sim.step(builtin()) {}
     let events = sim.report.records.len();
@@ -692,7 +692,7 @@ fn plot_draws_weight_and_metrics_with_thresholds() {
 #[test]
 fn many_canaries_run_at_once() {
     let inputs = load("canary.yaml", GUIDE, &[]).expect("loads");
-    let scenario: Scenario = serde_yaml::from_str(PROMOTE).expect("parses");
+    let scenario: Scenario = super::scenario::parse(PROMOTE).expect("parses");
     let reports = run_many(&inputs, &scenario, 20, builtin());
     assert_eq!(reports.len(), 20);
     assert!(reports
