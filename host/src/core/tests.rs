@@ -359,8 +359,8 @@ fn webhook_payloads_carry_flaggers_phase() {
 #[test]
 fn ab_promotion_shifts_only_the_matching_requests() {
     let text = include_str!("../../../examples/podinfo/canary-ab-header.yaml");
-    let mut canary: api::Canary = serde_yaml::from_str(text).expect("parses");
-    if let Some(a) = canary.spec.analysis.as_mut() {
+    let mut canary: api::Canary = api::yaml::from_str(text).expect("parses");
+    if let Some(a) = canary.spec.as_mut().and_then(|s| s.analysis.as_mut()) {
         a.step_weight_promotion = Some(50);
     }
     let r = api::validate(&canary).expect("valid").rollout;

@@ -63,7 +63,7 @@ fn explain_script(issue: &mut Issue, text: &str) {
             ),
         )
     } else if issue.field.starts_with("metrics.") {
-        let words = quoted(&words_of::<ErrorWord>());
+        let words = quoted(&words_of::<Word>());
         (
             "metrics",
             format!(
@@ -88,7 +88,7 @@ fn explain_script(issue: &mut Issue, text: &str) {
     if let Some(Value::Array(items)) = value {
         let bad = items.iter().position(|v| match section {
             "webhooks" => serde_json::from_value::<Answer>(v.clone()).is_err(),
-            _ => !(v.is_number() || serde_json::from_value::<ErrorWord>(v.clone()).is_ok()),
+            _ => !(v.is_number() || serde_json::from_value::<Word>(v.clone()).is_ok()),
         });
         if let Some(i) = bad {
             issue.field = format!("{}[{i}]", issue.field);

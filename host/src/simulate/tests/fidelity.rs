@@ -92,7 +92,7 @@ fn a_progress_deadline_rolls_back_even_when_analysis_is_skipped() {
 fn a_primary_that_misses_its_deadline_fails_initialization() {
     let inputs = load("canary.yaml", GUIDE, &[]).expect("inputs load");
     let scenario: Scenario =
-        serde_yaml::from_str("trigger: {image: podinfo:2}\nrollout: {primaryReadyAfter: 100}\n")
+        super::scenario::parse("trigger: {image: podinfo:2}\nrollout: {primaryReadyAfter: 100}\n")
             .expect("scenario parses");
     let report = run(&inputs, scenario, builtin());
     assert!(report.finished);
@@ -128,7 +128,7 @@ fn reverting_the_target_to_the_promoted_revision_does_not_restart_the_analysis()
 #[test]
 fn a_reverted_target_promotes_what_it_runs() {
     let inputs = load("canary.yaml", GUIDE, &[]).expect("inputs load");
-    let scenario: Scenario = serde_yaml::from_str(
+    let scenario: Scenario = super::scenario::parse(
         "trigger: {image: podinfo:2}\nupdates:\n  - afterStep: 3\n    image: ghcr.io/stefanprodan/podinfo:6.0.0\n",
     )
     .expect("scenario parses");
@@ -209,7 +209,7 @@ fn simulate_with_template(scenario: &str) -> Report {
         ("template.yaml".to_string(), TEMPLATE.to_string()),
     ];
     let inputs = load("canary.yaml", &with_template_and_query(), &targets).expect("inputs load");
-    let scenario: Scenario = serde_yaml::from_str(scenario).expect("scenario parses");
+    let scenario: Scenario = super::scenario::parse(scenario).expect("scenario parses");
     run(&inputs, scenario, builtin())
 }
 
