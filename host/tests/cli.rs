@@ -135,7 +135,7 @@ fn bad_input_is_exit_one_with_the_field_and_the_fix_on_stderr() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("unknown field `metric`"),
+        stderr(&o).contains("scenario.yaml: metric: unknown field; did you mean metrics?"),
         "{}",
         stderr(&o)
     );
@@ -243,4 +243,249 @@ fn policy_build_makes_a_component_that_simulate_uses() {
         stderr(&o)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The guide's Canary with `from` replaced by `to`, written to `dir`.
+fn guide_with(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let canary =
+        std::fs::read_to_string(root().join("examples/podinfo/canary.yaml")).expect("example");
+    assert!(canary.contains(from), "fixture `{from}`");
+    let path = dir.join("canary.yaml");
+    std::fs::write(&path, canary.replacen(from, to, 1)).expect("write");
+    path
+}
+
+fn simulate_files(canary: &Path, scenario: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "simulate",
+        "--canary",
+        canary.to_str().expect("utf-8"),
+        "--scenario",
+        scenario.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    fledge(&args)
+}
+
+/// Exit 1, nothing on stdout, and `expected` in the one `error:` line.
+fn assert_input_error(o: &Output, expected: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(stdout(o).is_empty(), "no rollout output for bad input");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(expected), "`{expected}` not in: {err}");
+}
+
+#[test]
+fn misspelled_and_mistyped_canary_fields_are_errors_with_their_path() {
+    let dir = scratch("fields");
+    let promote = root().join("examples/scenarios/promote.yaml");
+    // A misspelled `analysis:` used to skip the analysis and promote.
+    let c = guide_with(&dir, "  analysis:", "  analysys:");
+    assert_input_error(
+        &simulate_files(&c, &promote, &[]),
+        "canary.yaml: spec.analysys: unknown field; did you mean spec.analysis?",
+    );
+    // A misspelled maxWeight used to ramp to 100 %.
+    let c = guide_with(&dir, "maxWeight: 50", "maxweight: 50");
+    assert_input_error(
+        &simulate_files(&c, &promote, &[]),
+        "spec.analysis.maxweight: unknown field; did you mean spec.analysis.maxWeight?",
+    );
+    let c = guide_with(&dir, "maxWeight: 50", "maxWeight: fifty");
+    assert_input_error(
+        &simulate_files(&c, &promote, &[]),
+        "spec.analysis.maxWeight: expected an integer, got \"fifty\"",
+    );
+    let c = guide_with(
+        &dir,
+        "    maxWeight: 50\n",
+        "    maxWeight: 50\n    maxWeight: 100\n",
+    );
+    assert_input_error(
+        &simulate_files(&c, &promote, &[]),
+        "duplicate key `maxWeight`",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn non_finite_thresholds_are_refused_instead_of_dropping_the_check() {
+    let dir = scratch("nan");
+    let rollback = root().join("examples/scenarios/rollback.yaml");
+    // With `.nan` the success-rate check used to vanish and 69 % promoted.
+    let c = guide_with(&dir, "min: 99", "min: .nan");
+    assert_input_error(
+        &simulate_files(&c, &rollback, &[]),
+        "spec.analysis.metrics[0].thresholdRange.min: \".nan\" is not a finite number",
+    );
+    let c = guide_with(&dir, "max: 500", "max: -.inf");
+    assert_input_error(
+        &simulate_files(&c, &rollback, &[]),
+        "spec.analysis.metrics[1].thresholdRange.max: \"-.inf\" is not a finite number",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn numbers_too_large_are_range_errors_not_panics() {
+    let dir = scratch("range");
+    let promote = root().join("examples/scenarios/promote.yaml");
+    for (from, to, expected) in [
+        (
+            "interval: 1m\n    # max",
+            "interval: 99999999999999999999h\n    # max",
+            "spec.analysis.interval: `99999999999999999999h` is longer than 8760h",
+        ),
+        (
+            "interval: 1m\n    # max",
+            "interval: 25h\n    # max",
+            "spec.analysis.interval: `25h` is longer than the 24h maximum",
+        ),
+        (
+            "timeout: 30s",
+            "timeout: 999999999999999999999999s",
+            "spec.analysis.webhooks[0] (acceptance-test).timeout",
+        ),
+        (
+            "timeout: 15s",
+            "timeout: 2h",
+            "spec.service.timeout: `2h` is longer than the 1h maximum",
+        ),
+        (
+            "perTryTimeout: 5s",
+            "perTryTimeout: 100000000000000000000m",
+            "spec.service.retries.perTryTimeout",
+        ),
+        (
+            "progressDeadlineSeconds: 60",
+            "progressDeadlineSeconds: 9223372036854775807",
+            "spec.progressDeadlineSeconds: 9223372036854775807 is outside 1..=604800",
+        ),
+        (
+            "threshold: 5",
+            "threshold: -3",
+            "spec.analysis.threshold: -3 is outside 0..=10000",
+        ),
+    ] {
+        let c = guide_with(&dir, from, to);
+        assert_input_error(&simulate_files(&c, &promote, &[]), expected);
+    }
+
+    let scenario = dir.join("scenario.yaml");
+    for (text, expected) in [
+        (
+            "trigger: {image: x}\nrollout: {canaryReadyAfter: 4294967295}\n",
+            "rollout.canaryReadyAfter: 4294967295 is outside 0..=1000 (maxSteps)",
+        ),
+        (
+            "trigger: {image: x}\nrollout: {primaryReadyAfter: -1}\n",
+            "rollout.primaryReadyAfter: -1 is out of range; use an integer from 0 to 4294967295",
+        ),
+        (
+            "trigger: {image: x}\nmaxSteps: 4000000000\n",
+            "maxSteps: 4000000000 is outside 1..=100000",
+        ),
+        (
+            "trigger: {image: x}\nupdates: [{afterStep: 5000, image: y}]\n",
+            "updates[0].afterStep: 5000 is outside 0..=999",
+        ),
+    ] {
+        std::fs::write(&scenario, text).expect("write");
+        let guide = root().join("examples/podinfo/canary.yaml");
+        assert_input_error(&simulate_files(&guide, &scenario, &[]), expected);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn inputs_over_the_size_limit_or_too_deep_are_refused_before_parsing() {
+    let dir = scratch("size");
+    let guide = root().join("examples/podinfo/canary.yaml");
+    let promote = root().join("examples/scenarios/promote.yaml");
+    let big = dir.join("big.yaml");
+    std::fs::write(&big, format!("# {}\n", "x".repeat(5 << 20))).expect("write");
+    assert_input_error(
+        &simulate_files(&big, &promote, &[]),
+        "big.yaml: size: 5242883 bytes is over the 4194304-byte input limit; pass a smaller file, or raise the limit with --max-input-bytes",
+    );
+    let o = simulate_files(&guide, &promote, &["--max-input-bytes", "100"]);
+    assert_input_error(&o, "canary.yaml: size: ");
+    assert!(stderr(&o).contains("over the 100-byte input limit"));
+    // Raised, the same file is read (and is no Canary).
+    let o = simulate_files(&big, &promote, &["--max-input-bytes", "6000000"]);
+    assert_input_error(&o, "big.yaml: kind: no Canary in this file");
+
+    let deep = dir.join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!("{}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+    )
+    .expect("write");
+    assert_input_error(
+        &simulate_files(&deep, &promote, &[]),
+        "deep.yaml: line 1 column ",
+    );
+    assert!(stderr(&simulate_files(&deep, &promote, &[])).contains("nested at most 64 levels"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn scenario_changes_must_name_a_real_container_and_change_something() {
+    let dir = scratch("trigger");
+    let guide = root().join("examples/podinfo/canary.yaml");
+    let scenario = dir.join("scenario.yaml");
+    for (text, expected) in [
+        (
+            "trigger: {image: podinfo:2, container: web}\n",
+            "scenario.yaml: trigger.container: the target has no container `web`; name one of its containers: podinfod",
+        ),
+        (
+            "trigger: {image: ghcr.io/stefanprodan/podinfo:6.0.0}\n",
+            "scenario.yaml: trigger: changes nothing: the target already runs this",
+        ),
+        (
+            "trigger: {image: podinfo:2}\nupdates: [{afterStep: 2, image: podinfo:2}]\n",
+            "scenario.yaml: updates[0]: changes nothing",
+        ),
+        (
+            "trigger: {image: podinfo:2}\nupdates: [{afterStep: 2, imag: podinfo:3}]\n",
+            "updates[0].imag: unknown field; did you mean updates[0].image?",
+        ),
+        (
+            "trigger: {image: podinfo:2}\nmetrics: {request-success-rate: [99, err]}\n",
+            "metrics.request-success-rate[1]: \"err\" is not accepted; use a number, `error`",
+        ),
+        (
+            "trigger: {image: podinfo:2}\nwebhooks: {load-test: passed}\n",
+            "webhooks.load-test: \"passed\" is not accepted; use `pass`, `fail`, or a list of those",
+        ),
+        (
+            "trigger: {image: x}\nmetric: {}\n",
+            "metric: unknown field; did you mean metrics?",
+        ),
+    ] {
+        std::fs::write(&scenario, text).expect("write");
+        assert_input_error(&simulate_files(&guide, &scenario, &[]), expected);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn many_copies_print_a_summary() {
+    let o = fledge(&[
+        "simulate",
+        "--canary",
+        "examples/podinfo/canary.yaml",
+        "--scenario",
+        "examples/scenarios/promote.yaml",
+        "--copies",
+        "30",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("30 canaries: 30 Succeeded, 0 Failed, 0 unfinished; "),
+        "{}",
+        stdout(&o)
+    );
 }

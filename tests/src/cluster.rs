@@ -1054,15 +1054,10 @@ pub fn read_manifests(dir: &Path) -> Result<Vec<serde_json::Value>> {
 /// Every non-empty YAML document of one file, as JSON values.
 pub fn read_manifest(file: &Path) -> Result<Vec<serde_json::Value>> {
     let text = fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_json::Value::deserialize(doc)
-            .with_context(|| format!("parsing {}", file.display()))?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("parsing {}", file.display()))?;
+    Ok(docs.into_iter().filter(|v| !v.is_null()).collect())
 }
 
 /// Server-side-applies the CRDs in `dir` and returns their names.

@@ -2,6 +2,10 @@
 //! Flagger write them.
 use std::time::Duration;
 
+/// Longest duration [`parse`] accepts at all; fields state their own, smaller
+/// bounds. Far below what `Duration` can hold, so no input can overflow it.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses a Go duration string. Errors say what was expected.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -45,12 +49,31 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         total += value * factor;
         rest = &rest[unit_len..];
     }
+    // A long run of digits parses to a huge or infinite f64; refuse it before
+    // it reaches `Duration`, which would panic.
+    if !total.is_finite() || total > MAX.as_secs_f64() {
+        return Err(format!("`{s}` is longer than {}", format(MAX)));
+    }
     Ok(Duration::from_secs_f64(total))
+}
+
+/// A duration as a limit is stated: `24h`, `1h`, `90s`, `500ms`.
+pub fn format(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 {
+        format!("{}ms", d.as_millis())
+    } else if secs != 0 && secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs != 0 && secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{format, parse, MAX};
     use std::time::Duration;
 
     #[test]
@@ -63,5 +86,16 @@ mod tests {
         assert!(parse("1 minute").is_err());
         assert!(parse("60").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn durations_too_long_for_duration_are_errors_not_panics() {
+        let huge = format!("{}h", "9".repeat(400));
+        assert_eq!(parse(&huge), Err(format!("`{huge}` is longer than 8760h")));
+        assert!(parse("99999999999999999999h").is_err());
+        assert!(parse("8761h").is_err());
+        assert_eq!(parse("8760h"), Ok(MAX));
+        assert_eq!(format(Duration::from_secs(86400)), "24h");
+        assert_eq!(format(Duration::from_secs(90)), "90s");
     }
 }

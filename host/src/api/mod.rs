@@ -1,32 +1,51 @@
 //! The `flagger.app/v1beta1` API: Canary, MetricTemplate and AlertProvider, as
-//! users already write them. Every field of Flagger's schema is accepted;
-//! fields App Mesh does not use are kept (so nothing a user wrote is lost) and
-//! ignored, with a warning from [`validate`] where they would have mattered.
+//! users already write them.
+//!
+//! Every field of Flagger's CRDs (v1.44.0) is modelled, and nothing else: an
+//! unknown or misspelled field is an error, as `kubectl apply` with strict
+//! validation makes it (see [`yaml`]). Every field is optional here so that an
+//! object serializes back exactly as written, with no defaults injected;
+//! [`validate`] applies the defaults and says what is missing. Fields App Mesh
+//! does not use are kept and ignored, with a warning where they would have
+//! mattered. `serde_json::Value` appears only where Flagger's CRD itself leaves
+//! a subtree untyped.
 
 pub mod duration;
+mod objects;
+mod service;
 pub mod validate;
+pub mod yaml;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
+use serde_json::Number;
 use std::collections::BTreeMap;
 
+pub use objects::*;
+pub use service::*;
 pub use validate::{validate, Issue, Validated};
 
 pub const GROUP: &str = "flagger.app";
 pub const VERSION: &str = "v1beta1";
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+type Map = BTreeMap<String, String>;
+
+pub(crate) fn is_empty_meta(m: &ObjectMeta) -> bool {
+    *m == ObjectMeta::default()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Canary {
-    #[serde(default)]
-    pub api_version: String,
-    #[serde(default)]
-    pub kind: String,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "is_empty_meta")]
     pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: CanarySpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<CanarySpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<CanaryStatus>,
 }
 
@@ -39,276 +58,264 @@ impl Canary {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanarySpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_server: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_ref: Option<ObjectRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub autoscaler_ref: Option<AutoscalerRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress_ref: Option<ObjectRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route_ref: Option<ObjectRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_ref: Option<ObjectRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<LocalObjectReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaler_ref: Option<AutoscalerReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress_ref: Option<LocalObjectReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_ref: Option<LocalObjectReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ref: Option<CrossNamespaceObjectReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<CanaryService>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub analysis: Option<CanaryAnalysis>,
-    /// Deprecated alias of `analysis`, used when `analysis` is absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary_analysis: Option<CanaryAnalysis>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub progress_deadline_seconds: Option<i64>,
-    #[serde(default)]
-    pub skip_analysis: bool,
-    #[serde(default)]
-    pub revert_on_deletion: bool,
-    #[serde(default)]
-    pub suspend: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_analysis: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revert_on_deletion: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
     /// Fledge extension: the policy component for this Canary (see `policy`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyRef>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectRef {
-    #[serde(default)]
-    pub api_version: String,
-    #[serde(default)]
-    pub kind: String,
-    #[serde(default)]
-    pub name: String,
+/// `targetRef`, `ingressRef`, `routeRef`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalObjectReference {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AutoscalerRef {
-    #[serde(default)]
-    pub api_version: String,
-    #[serde(default)]
-    pub kind: String,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+/// `upstreamRef`, and the `templateRef`/`providerRef` of metrics and alerts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CrossNamespaceObjectReference {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A `templateRef` or `providerRef`: a name and an optional namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespacedRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoscalerReference {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_scaler_queries: Option<Map>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub primary_scaler_replicas: Option<ScalerReplicas>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_scaler_queries: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScalerReplicas {
-    #[serde(default)]
-    pub min_replicas: Option<i32>,
-    #[serde(default)]
-    pub max_replicas: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_replicas: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<i64>,
 }
 
 /// Where a Canary's policy comes from. Fledge extension; absent means the
 /// namespace default, then the cluster default, then the built-in policy.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyRef {
     /// `builtin` or the name of a policy registered with the operator.
-    #[serde(default)]
-    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Expected sha256 of the component, hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CanaryService {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_port: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<Retries>,
-    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
-    pub match_: Vec<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backends: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gateways: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gateway_refs: Vec<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delegation: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors_policy: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_policy: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mesh_name: Option<String>,
-    #[serde(flatten)]
-    pub other: BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Retries {
-    #[serde(default)]
-    pub attempts: Option<i32>,
-    #[serde(default)]
-    pub per_try_timeout: Option<String>,
-    #[serde(default)]
-    pub retry_on: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryAnalysis {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_weight: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_weight: Option<i64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub step_weights: Vec<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_weight_promotion: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iterations: Option<i64>,
-    #[serde(default)]
-    pub mirror: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_weight: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_weight: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_weights: Option<Vec<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_weight_promotion: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror_weight: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub primary_ready_threshold: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub canary_ready_threshold: Option<i64>,
-    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
-    pub match_: Vec<HttpMatch>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub metrics: Vec<CanaryMetric>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub webhooks: Vec<CanaryWebhook>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub alerts: Vec<CanaryAlert>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_affinity: Option<serde_json::Value>,
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<Vec<HttpMatch>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<CanaryMetric>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Vec<CanaryAlert>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Vec<CanaryWebhook>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<SessionAffinity>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// An A/B match condition of `analysis.match`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatch {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, StringMatchSpec>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub query_params: BTreeMap<String, StringMatchSpec>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub source_labels: BTreeMap<String, String>,
-    #[serde(flatten)]
-    pub other: BTreeMap<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, StringMatchSpec>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_params: Option<BTreeMap<String, IstioStringMatch>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_labels: Option<Map>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// A header condition of `analysis.match`: exactly one comparison.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StringMatchSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionAffinity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_cookie_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_only: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitioned: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryMetric {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold_range: Option<ThresholdRange>,
     /// Deprecated single threshold, used when `thresholdRange` is absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Numbers keep their written form (`99` stays an integer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold_range: Option<ThresholdRange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template_ref: Option<TemplateRef>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub template_variables: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<NamespacedRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_variables: Option<Map>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ThresholdRange {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<Number>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TemplateRef {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryWebhook {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, rename = "type")]
-    pub type_: String,
-    #[serde(default)]
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mute_alert: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<i64>,
-    #[serde(default, rename = "disableTLS")]
-    pub disable_tls: bool,
-    #[serde(default)]
-    pub mute_alert: bool,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
+    #[serde(rename = "disableTLS", skip_serializing_if = "Option::is_none")]
+    pub disable_tls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryAlert {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub severity: String,
-    #[serde(default)]
-    pub provider_ref: TemplateRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_ref: Option<NamespacedRef>,
 }
 
 /// `status` of a Canary, as Flagger writes it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryStatus {
     #[serde(default)]
     pub phase: String,
@@ -319,60 +326,39 @@ pub struct CanaryStatus {
     #[serde(default)]
     pub iterations: i64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub tracked_configs: BTreeMap<String, String>,
+    pub tracked_configs: Map,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_applied_spec: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_promoted_spec: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_session_affinity_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_session_affinity_cookie: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<serde_json::Value>,
+    pub conditions: Vec<CanaryCondition>,
 }
 
-/// `metrictemplates.flagger.app/v1beta1`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MetricTemplate {
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: MetricTemplateSpec,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MetricTemplateSpec {
-    #[serde(default)]
-    pub provider: MetricProvider,
-    #[serde(default)]
-    pub query: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MetricProvider {
-    #[serde(default, rename = "type")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryCondition {
+    #[serde(rename = "type", default)]
     pub type_: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_ref: Option<TemplateRef>,
     #[serde(default)]
-    pub insecure_skip_verify: bool,
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<String>,
 }
 
-/// Metric provider types of MetricTemplate `spec.provider.type`.
-pub const METRIC_PROVIDERS: &[&str] = &[
-    "prometheus",
-    "influxdb",
-    "datadog",
-    "externalmetrics",
-    "stackdriver",
-    "cloudwatch",
-    "newrelic",
-    "graphite",
-    "dynatrace",
-    "keptn",
-    "splunk",
-];
+#[cfg(test)]
+mod tests;

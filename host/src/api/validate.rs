@@ -2,12 +2,35 @@
 //!
 //! Every error names the field and the fix. Fields of Flagger's schema that
 //! App Mesh does not use are accepted; a warning says so where they would have
-//! changed behaviour with another provider.
-use super::{duration, Canary, CanaryAnalysis, StringMatchSpec};
-use crate::core::rollout::{AlertSpec, MetricSource, MetricSpec, Rollout, Severity, WebhookSpec};
-use fledge_policy::{Analysis, HeaderMatch, MatchRule, MetricUnit, StringMatch, WebhookKind};
+//! changed behaviour with another provider. Every number is checked against a
+//! stated range and every list against a stated length, so no Canary can make
+//! the rollout or its policy input unbounded.
+use super::{duration, Canary, CanaryAnalysis, CanarySpec};
+use crate::core::rollout::Rollout;
+use crate::core::validate::{
+    MAX_HEADERS_PER_RULE, MAX_HEADER_NAME_BYTES, MAX_MATCH_RULES, MAX_MATCH_VALUE_BYTES,
+};
+use serde_json::Number;
 use std::fmt;
 use std::time::Duration;
+
+/// Longest analysis or metric interval.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Longest request timeout (service, retry and webhook timeouts).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest `progressDeadlineSeconds`: seven days.
+pub const MAX_PROGRESS_DEADLINE_SECONDS: i64 = 7 * 24 * 3600;
+/// Most failed checks before rollback, and most iterations, one may ask for.
+pub const MAX_THRESHOLD: i64 = 10_000;
+pub const MAX_ITERATIONS: i64 = 10_000;
+/// Most retries of one webhook call, and of one request (`service.retries.attempts`).
+pub const MAX_RETRIES: i64 = 100;
+/// Most metrics, webhooks and alerts of one analysis.
+pub const MAX_METRICS: usize = 64;
+pub const MAX_WEBHOOKS: usize = 64;
+pub const MAX_ALERTS: usize = 64;
+/// Longest metric or webhook name (a Kubernetes object name).
+pub const MAX_NAME_BYTES: usize = 253;
 
 /// One finding: the field (`spec.analysis.stepWeight`), what is wrong, and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +89,18 @@ const OTHER_FLAGGER_PROVIDERS: &[&str] = &[
 pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    let spec = &canary.spec;
+    let default_spec = CanarySpec::default();
+    let spec = match &canary.spec {
+        Some(spec) => spec,
+        None => {
+            errors.push(issue(
+                "spec",
+                "missing",
+                "give the Canary a spec with targetRef, service and analysis",
+            ));
+            &default_spec
+        }
+    };
 
     let name = canary.metadata.name.clone().unwrap_or_default();
     if name.is_empty() {
@@ -84,21 +118,23 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
             String::new()
         }
         Some(t) => {
-            if t.name.is_empty() {
+            let name = t.name.clone().unwrap_or_default();
+            if name.is_empty() {
                 errors.push(issue(
                     "spec.targetRef.name",
                     "missing",
                     "set it to the name of the Deployment to roll out",
                 ));
             }
-            if t.kind != "Deployment" {
+            let kind = t.kind.as_deref().unwrap_or("");
+            if kind != "Deployment" {
                 errors.push(issue(
                     "spec.targetRef.kind",
-                    format!("`{}` is not supported", t.kind),
+                    format!("`{kind}` is not supported"),
                     "Fledge rolls out Deployments: set kind: Deployment",
                 ));
             }
-            t.name.clone()
+            name
         }
     };
 
@@ -141,7 +177,7 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
                 apex = n.clone();
             }
             match svc.port {
-                Some(p) if (1..=65535).contains(&p) => service_port = p,
+                Some(p) if (1..=65535).contains(&p) => service_port = p as i32,
                 Some(p) => errors.push(issue(
                     "spec.service.port",
                     format!("{p} is not a port"),
@@ -154,18 +190,33 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
                 )),
             }
             if let Some(t) = &svc.timeout {
-                if let Err(e) = duration::parse(t) {
-                    errors.push(issue(
-                        "spec.service.timeout",
-                        e,
-                        "use a duration such as 15s",
-                    ));
+                bounded_duration("spec.service.timeout", t, MAX_TIMEOUT, "15s", &mut errors);
+            }
+            if let Some(r) = &svc.retries {
+                if let Some(t) = &r.per_try_timeout {
+                    bounded_duration(
+                        "spec.service.retries.perTryTimeout",
+                        t,
+                        MAX_TIMEOUT,
+                        "5s",
+                        &mut errors,
+                    );
+                }
+                if let Some(a) = r.attempts {
+                    in_range(
+                        "spec.service.retries.attempts",
+                        a,
+                        0,
+                        MAX_RETRIES,
+                        "retries of one request",
+                        &mut errors,
+                    );
                 }
             }
             let ignored: [(&str, bool); 8] = [
-                ("hosts", !svc.hosts.is_empty()),
-                ("gateways", !svc.gateways.is_empty()),
-                ("gatewayRefs", !svc.gateway_refs.is_empty()),
+                ("hosts", svc.hosts.is_some()),
+                ("gateways", svc.gateways.is_some()),
+                ("gatewayRefs", svc.gateway_refs.is_some()),
                 ("delegation", svc.delegation.is_some()),
                 ("corsPolicy", svc.cors_policy.is_some()),
                 ("trafficPolicy", svc.traffic_policy.is_some()),
@@ -186,28 +237,23 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
 
     let progress_deadline = match spec.progress_deadline_seconds {
         None => Duration::from_secs(600),
-        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        Some(s) if (1..=MAX_PROGRESS_DEADLINE_SECONDS).contains(&s) => {
+            Duration::from_secs(s as u64)
+        }
         Some(s) => {
             errors.push(issue(
                 "spec.progressDeadlineSeconds",
-                format!("{s} is not a positive number of seconds"),
-                "use e.g. 600, or remove it for the default",
+                format!("{s} is outside 1..={MAX_PROGRESS_DEADLINE_SECONDS} (seven days)"),
+                "use a number of seconds in that range, e.g. 600, or remove it for the default",
             ));
             Duration::from_secs(600)
         }
     };
 
-    let analysis_spec = spec.analysis.as_ref().or(spec.canary_analysis.as_ref());
-    if spec.analysis.is_none() && spec.canary_analysis.is_some() {
-        warnings.push(issue(
-            "spec.canaryAnalysis",
-            "deprecated",
-            "rename it to spec.analysis",
-        ));
-    }
+    let analysis_spec = spec.analysis.as_ref();
     let default_analysis = CanaryAnalysis::default();
     let a = analysis_spec.unwrap_or(&default_analysis);
-    let skip_analysis = spec.skip_analysis || analysis_spec.is_none();
+    let skip_analysis = spec.skip_analysis.unwrap_or(false) || analysis_spec.is_none();
 
     let analysis = analysis(a, analysis_spec.is_some(), &mut errors, &mut warnings);
     let strategy = analysis.strategy();
@@ -224,6 +270,27 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
         "spec.analysis.primaryReadyThreshold",
         &mut errors,
     );
+    if let Some(r) = spec
+        .autoscaler_ref
+        .as_ref()
+        .and_then(|r| r.primary_scaler_replicas.as_ref())
+    {
+        for (field, v) in [
+            ("minReplicas", r.min_replicas),
+            ("maxReplicas", r.max_replicas),
+        ] {
+            if let Some(v) = v {
+                in_range(
+                    &format!("spec.autoscalerRef.primaryScalerReplicas.{field}"),
+                    v,
+                    1,
+                    i64::from(i32::MAX),
+                    "replicas",
+                    &mut errors,
+                );
+            }
+        }
+    }
 
     if !errors.is_empty() {
         return Err(errors);
@@ -238,7 +305,7 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
             autoscaler: spec
                 .autoscaler_ref
                 .as_ref()
-                .map(|r| r.name.clone())
+                .and_then(|r| r.name.clone())
                 .filter(|n| !n.is_empty()),
             service_port,
             analysis,
@@ -248,12 +315,89 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
             alerts,
             progress_deadline,
             skip_analysis,
-            suspend: spec.suspend,
+            suspend: spec.suspend.unwrap_or(false),
             canary_ready_threshold,
             primary_ready_threshold,
         },
         warnings,
     })
+}
+
+/// `v` must lie in `lo..=hi`; `what` says what the number counts.
+fn in_range(field: &str, v: i64, lo: i64, hi: i64, what: &str, errors: &mut Vec<Issue>) -> bool {
+    if (lo..=hi).contains(&v) {
+        return true;
+    }
+    errors.push(issue(
+        field,
+        format!("{v} is outside {lo}..={hi}"),
+        format!("use a number of {what} in that range"),
+    ));
+    false
+}
+
+/// A Go duration no longer than `max`; `None` (with an error) otherwise.
+fn bounded_duration(
+    field: &str,
+    text: &str,
+    max: Duration,
+    example: &str,
+    errors: &mut Vec<Issue>,
+) -> Option<Duration> {
+    let limit = duration::format(max);
+    match duration::parse(text) {
+        Ok(d) if d <= max => Some(d),
+        Ok(_) => {
+            errors.push(issue(
+                field,
+                format!("`{text}` is longer than the {limit} maximum"),
+                format!("use a duration between 0s and {limit}, such as {example}"),
+            ));
+            None
+        }
+        Err(e) => {
+            errors.push(issue(
+                field,
+                e,
+                format!("use a duration such as {example} (at most {limit})"),
+            ));
+            None
+        }
+    }
+}
+
+/// A finite threshold, as f64.
+fn threshold(v: &Option<Number>, field: &str, errors: &mut Vec<Issue>) -> Option<f64> {
+    let n = v.as_ref()?;
+    match n.as_f64().filter(|f| f.is_finite()) {
+        Some(f) => Some(f),
+        None => {
+            errors.push(issue(
+                field,
+                format!("{n} is not a finite number"),
+                "use a finite number; NaN and infinities are not accepted",
+            ));
+            None
+        }
+    }
+}
+
+/// A list no longer than `max`.
+fn bounded_list<T>(
+    list: &Option<Vec<T>>,
+    field: &str,
+    max: usize,
+    errors: &mut Vec<Issue>,
+) -> usize {
+    let n = list.as_ref().map_or(0, Vec::len);
+    if n > max {
+        errors.push(issue(
+            field,
+            format!("{n} entries, more than the {max} allowed"),
+            format!("list at most {max}"),
+        ));
+    }
+    n.min(max)
 }
 
 fn percent(v: Option<i64>, field: &str, errors: &mut Vec<Issue>) -> u32 {
@@ -287,385 +431,8 @@ fn weight(v: Option<i64>, field: &str, errors: &mut Vec<Issue>) -> Option<u32> {
     }
 }
 
-fn analysis(
-    a: &CanaryAnalysis,
-    present: bool,
-    errors: &mut Vec<Issue>,
-    warnings: &mut Vec<Issue>,
-) -> Analysis {
-    let mut interval_seconds = 60;
-    if let Some(i) = &a.interval {
-        match duration::parse(i) {
-            Ok(d) if d.as_secs() < 10 => {
-                warnings.push(issue(
-                    "spec.analysis.interval",
-                    format!("`{i}` is below the 10s minimum"),
-                    "it is raised to 10s",
-                ));
-                interval_seconds = 10;
-            }
-            Ok(d) => interval_seconds = d.as_secs().min(u64::from(u32::MAX)) as u32,
-            Err(e) => errors.push(issue(
-                "spec.analysis.interval",
-                e,
-                "use a duration such as 1m or 30s",
-            )),
-        }
-    }
-    let threshold = match a.threshold {
-        None | Some(0) => 1,
-        Some(t) if t > 0 => t.min(i64::from(u32::MAX)) as u32,
-        Some(t) => {
-            errors.push(issue(
-                "spec.analysis.threshold",
-                format!("{t} is negative"),
-                "set the number of failed checks that trigger a rollback, e.g. 5",
-            ));
-            1
-        }
-    };
-    let max_weight = weight(a.max_weight, "spec.analysis.maxWeight", errors);
-    let step_weight = weight(a.step_weight, "spec.analysis.stepWeight", errors);
-    let step_weight_promotion = weight(
-        a.step_weight_promotion,
-        "spec.analysis.stepWeightPromotion",
-        errors,
-    );
-    let mut step_weights = Vec::new();
-    for (i, w) in a.step_weights.iter().enumerate() {
-        let field = format!("spec.analysis.stepWeights[{i}]");
-        if let Some(w) = weight(Some(*w), &field, errors) {
-            if step_weights.last().is_some_and(|prev| *prev >= w) {
-                errors.push(issue(
-                    field,
-                    format!("{w} is not above the previous step"),
-                    "list stepWeights in increasing order, e.g. [1, 5, 10, 20, 50]",
-                ));
-            }
-            step_weights.push(w);
-        } else if *w == 0 {
-            errors.push(issue(
-                field,
-                "0 is not a step",
-                "list weights between 1 and 100 in increasing order",
-            ));
-        }
-    }
-    let iterations = match a.iterations {
-        None | Some(0) => None,
-        Some(n) if n > 0 => Some(n.min(i64::from(u32::MAX)) as u32),
-        Some(n) => {
-            errors.push(issue(
-                "spec.analysis.iterations",
-                format!("{n} is negative"),
-                "set the number of analysis iterations, e.g. 10",
-            ));
-            None
-        }
-    };
-    if iterations.is_some() && (step_weight.is_some() || !step_weights.is_empty()) {
-        errors.push(issue(
-            "spec.analysis.iterations",
-            "set together with stepWeight/stepWeights",
-            "use iterations for A/B and blue/green, or stepWeight/stepWeights for a weighted canary, not both",
-        ));
-    }
-    if step_weight.is_some() && !step_weights.is_empty() {
-        warnings.push(issue(
-            "spec.analysis.stepWeights",
-            "set together with stepWeight",
-            "stepWeight wins, as in Flagger; remove one of them",
-        ));
-    }
-    let set = |v: Option<i64>| v.is_some_and(|v| v != 0);
-    if present && !set(a.iterations) && !set(a.step_weight) && a.step_weights.is_empty() {
-        errors.push(issue(
-            "spec.analysis",
-            "no stepWeight, stepWeights or iterations",
-            "set stepWeight (and maxWeight) for a weighted canary, or iterations (with match for A/B testing)",
-        ));
-    }
-    if a.mirror {
-        warnings.push(issue(
-            "spec.analysis.mirror",
-            "App Mesh cannot mirror traffic",
-            "the setting is ignored; remove it",
-        ));
-    }
-    if a.session_affinity.is_some() {
-        warnings.push(issue(
-            "spec.analysis.sessionAffinity",
-            "not used with App Mesh",
-            "it is ignored; use a cookie match for sticky A/B tests",
-        ));
-    }
-
-    let mut match_rules = Vec::new();
-    for (i, m) in a.match_.iter().enumerate() {
-        let mut headers = Vec::new();
-        for (name, sm) in &m.headers {
-            let field = format!("spec.analysis.match[{i}].headers.{name}");
-            if let Some(matcher) = string_match(sm, &field, errors) {
-                headers.push(HeaderMatch {
-                    name: name.to_ascii_lowercase(),
-                    matcher,
-                });
-            }
-        }
-        if !m.query_params.is_empty() || !m.source_labels.is_empty() {
-            warnings.push(issue(
-                format!("spec.analysis.match[{i}]"),
-                "queryParams and sourceLabels are not used with App Mesh",
-                "they are ignored; match on headers or cookies instead",
-            ));
-        }
-        if headers.is_empty() {
-            if m.query_params.is_empty() && m.source_labels.is_empty() {
-                errors.push(issue(
-                    format!("spec.analysis.match[{i}]"),
-                    "has no headers",
-                    "add a header condition, e.g. headers: {x-canary: {exact: insider}}",
-                ));
-            }
-            continue;
-        }
-        match_rules.push(MatchRule { headers });
-    }
-
-    Analysis {
-        interval_seconds,
-        threshold,
-        max_weight,
-        step_weight,
-        step_weights,
-        step_weight_promotion,
-        iterations,
-        match_rules,
-        mirror: false,
-        mirror_weight: None,
-    }
-}
-
-fn string_match(sm: &StringMatchSpec, field: &str, errors: &mut Vec<Issue>) -> Option<StringMatch> {
-    let set: Vec<StringMatch> = [
-        sm.exact.clone().map(StringMatch::Exact),
-        sm.prefix.clone().map(StringMatch::Prefix),
-        sm.suffix.clone().map(StringMatch::Suffix),
-        sm.regex.clone().map(StringMatch::Regex),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if set.len() != 1 {
-        errors.push(issue(
-            field,
-            format!("has {} comparisons", set.len()),
-            "give exactly one of exact, prefix, suffix or regex",
-        ));
-        return None;
-    }
-    let m = set.into_iter().next()?;
-    if let StringMatch::Regex(r) = &m {
-        if let Err(e) = regex::Regex::new(r) {
-            errors.push(issue(
-                format!("{field}.regex"),
-                format!("`{r}` does not compile: {e}"),
-                "fix the regular expression (RE2 syntax)",
-            ));
-            return None;
-        }
-    }
-    Some(m)
-}
-
-fn metrics(a: &CanaryAnalysis, namespace: &str, errors: &mut Vec<Issue>) -> Vec<MetricSpec> {
-    let mut out = Vec::new();
-    for (i, m) in a.metrics.iter().enumerate() {
-        let field = format!("spec.analysis.metrics[{i}]");
-        if m.name.is_empty() {
-            errors.push(issue(format!("{field}.name"), "missing", "name the metric"));
-            continue;
-        }
-        let field = format!("{field} ({})", m.name);
-        let builtin = m.name == "request-success-rate" || m.name == "request-duration";
-        let source = if let Some(t) = &m.template_ref {
-            if t.name.is_empty() {
-                errors.push(issue(
-                    format!("{field}.templateRef.name"),
-                    "missing",
-                    "name the MetricTemplate",
-                ));
-                continue;
-            }
-            MetricSource::Template {
-                name: t.name.clone(),
-                namespace: t.namespace.clone().unwrap_or_else(|| namespace.to_string()),
-            }
-        } else if let Some(q) = m.query.as_ref().filter(|q| !q.trim().is_empty()) {
-            MetricSource::Query(q.clone())
-        } else if builtin {
-            MetricSource::Builtin
-        } else {
-            errors.push(issue(
-                field,
-                "has no templateRef or query",
-                "reference a MetricTemplate with templateRef, or use a built-in metric (request-success-rate, request-duration)",
-            ));
-            continue;
-        };
-        let (min, max) = match (&m.threshold_range, m.threshold) {
-            (Some(r), _) if r.min.is_some() || r.max.is_some() => (r.min, r.max),
-            (_, Some(t)) if m.name == "request-success-rate" => (Some(t), None),
-            (_, Some(t)) => (None, Some(t)),
-            _ => {
-                errors.push(issue(
-                    field,
-                    "has no threshold",
-                    "add thresholdRange with min and/or max, e.g. thresholdRange: {min: 99}",
-                ));
-                continue;
-            }
-        };
-        if let (Some(lo), Some(hi)) = (min, max) {
-            if lo > hi {
-                errors.push(issue(
-                    format!("{field}.thresholdRange"),
-                    format!("min {lo} is above max {hi}"),
-                    "swap them",
-                ));
-            }
-        }
-        let interval = match &m.interval {
-            None => Duration::from_secs(60),
-            Some(s) => match duration::parse(s) {
-                Ok(d) => d,
-                Err(e) => {
-                    errors.push(issue(
-                        format!("{field}.interval"),
-                        e,
-                        "use a duration such as 1m",
-                    ));
-                    continue;
-                }
-            },
-        };
-        let unit = match (&source, m.name.as_str()) {
-            (MetricSource::Builtin, "request-success-rate") => MetricUnit::Percent,
-            (MetricSource::Builtin, _) => MetricUnit::Milliseconds,
-            _ => MetricUnit::None,
-        };
-        out.push(MetricSpec {
-            name: m.name.clone(),
-            interval,
-            min,
-            max,
-            unit,
-            source,
-            variables: m.template_variables.clone(),
-        });
-    }
-    out
-}
-
-fn webhooks(a: &CanaryAnalysis, errors: &mut Vec<Issue>) -> Vec<WebhookSpec> {
-    let mut out = Vec::new();
-    for (i, w) in a.webhooks.iter().enumerate() {
-        let field = format!("spec.analysis.webhooks[{i}]");
-        if w.name.is_empty() {
-            errors.push(issue(
-                format!("{field}.name"),
-                "missing",
-                "name the webhook",
-            ));
-            continue;
-        }
-        let field = format!("{field} ({})", w.name);
-        let Some(kind) = WebhookKind::parse(&w.type_) else {
-            errors.push(issue(
-                format!("{field}.type"),
-                format!("unknown type `{}`", w.type_),
-                "use one of confirm-rollout, pre-rollout, rollout, confirm-traffic-increase, confirm-promotion, post-rollout, rollback, event",
-            ));
-            continue;
-        };
-        if w.url.is_empty() {
-            errors.push(issue(
-                format!("{field}.url"),
-                "missing",
-                "set the URL to POST to",
-            ));
-            continue;
-        }
-        // Flagger replaces timeouts shorter than two characters with its default.
-        let timeout = match w.timeout.as_deref() {
-            None => Duration::from_secs(10),
-            Some(t) if t.len() < 2 => Duration::from_secs(10),
-            Some(t) => match duration::parse(t) {
-                Ok(d) => d,
-                Err(e) => {
-                    errors.push(issue(
-                        format!("{field}.timeout"),
-                        e,
-                        "use a duration such as 30s",
-                    ));
-                    continue;
-                }
-            },
-        };
-        out.push(WebhookSpec {
-            name: w.name.clone(),
-            kind,
-            url: w.url.clone(),
-            timeout,
-            retries: w.retries.unwrap_or(0).clamp(0, 100) as u32,
-            mute_alert: w.mute_alert,
-            disable_tls: w.disable_tls,
-            metadata: w.metadata.clone(),
-        });
-    }
-    out
-}
-
-fn alerts(a: &CanaryAnalysis, namespace: &str, errors: &mut Vec<Issue>) -> Vec<AlertSpec> {
-    let mut out = Vec::new();
-    for (i, al) in a.alerts.iter().enumerate() {
-        let field = format!("spec.analysis.alerts[{i}]");
-        // An empty severity means info (Flagger sends nothing for it, which
-        // nobody wants).
-        let severity = match al.severity.as_str() {
-            "" | "info" => Severity::Info,
-            "warn" => Severity::Warn,
-            "error" => Severity::Error,
-            other => {
-                errors.push(issue(
-                    format!("{field}.severity"),
-                    format!("unknown severity `{other}`"),
-                    "use info, warn or error",
-                ));
-                continue;
-            }
-        };
-        if al.provider_ref.name.is_empty() {
-            errors.push(issue(
-                format!("{field}.providerRef.name"),
-                "missing",
-                "name the AlertProvider",
-            ));
-            continue;
-        }
-        out.push(AlertSpec {
-            name: al.name.clone(),
-            severity,
-            provider: al.provider_ref.name.clone(),
-            provider_namespace: al
-                .provider_ref
-                .namespace
-                .clone()
-                .unwrap_or_else(|| namespace.to_string()),
-        });
-    }
-    out
-}
+mod analysis;
+use analysis::{alerts, analysis, metrics, webhooks};
 
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,12 @@
 //! `fledge simulate`: a whole canary analysis of the user's Canary against a
 //! scripted world, with a virtual clock, through the real policy runtime.
 use anyhow::Context;
+use fledge::api::yaml::DEFAULT_MAX_INPUT_BYTES;
 use fledge::core::Judge;
 use fledge::policy::{PolicyRuntime, RuntimeConfig};
-use fledge::simulate::{self, output::Format, scenario::Scenario};
+use fledge::simulate::{self, output::Format, scenario};
 use fledge_policy::Phase;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -41,40 +43,65 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     policy_deadline_ms: u64,
     /// Simulates this many copies of the Canary at once and prints a summary.
-    #[arg(long, default_value_t = 1)]
-    copies: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_COPIES))]
+    copies: u32,
+    /// Largest input file read (Canary, scenario, each target), in bytes; larger
+    /// files are refused before they are parsed.
+    #[arg(long, default_value_t = DEFAULT_MAX_INPUT_BYTES)]
+    max_input_bytes: u64,
 }
 
-fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+/// Most `--copies` at once.
+const MAX_COPIES: i64 = 100_000;
+
+/// Reads a file of at most `limit` bytes, refusing a larger one before
+/// reading it (and, for a file that grows or lies about its size, after
+/// `limit + 1` bytes).
+fn read(path: &Path, limit: u64) -> anyhow::Result<String> {
+    let name = path.display();
+    let too_large = |size: u64| {
+        anyhow::anyhow!(
+            "{name}: size: {size} bytes is over the {limit}-byte input limit; pass a smaller file, or raise the limit with --max-input-bytes"
+        )
+    };
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
+    if let Ok(meta) = file.metadata() {
+        if meta.is_file() && meta.len() > limit {
+            return Err(too_large(meta.len()));
+        }
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {name}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(anyhow::anyhow!(
+            "{name}: size: more than {limit} bytes is over the input limit; pass a smaller file, or raise the limit with --max-input-bytes"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{name}: byte {}: not UTF-8 text; save the file as UTF-8",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let canary_text = read(&args.canary)?;
+    let limit = args.max_input_bytes;
+    let canary_text = read(&args.canary, limit)?;
     let scenario_file = args.scenario.display().to_string();
-    let scenario: Scenario = serde_yaml::from_str(&read(&args.scenario)?).map_err(|e| {
-        anyhow::anyhow!("{scenario_file}: {e}; see examples/scenarios/ for the fields")
-    })?;
-    if scenario.trigger.is_empty() {
-        anyhow::bail!(
-            "{scenario_file}: trigger: no change to roll out; set trigger.image (or env, configMaps, secrets)"
-        );
-    }
+    let scenario = scenario::parse(&read(&args.scenario, limit)?)
+        .map_err(|issue| anyhow::anyhow!("{scenario_file}: {issue}"))?;
     let targets = args
         .targets
         .iter()
-        .map(|p| Ok((p.display().to_string(), read(p)?)))
+        .map(|p| Ok((p.display().to_string(), read(p, limit)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let inputs = simulate::load(&args.canary.display().to_string(), &canary_text, &targets)?;
-    let changes =
-        std::iter::once(&scenario.trigger).chain(scenario.updates.iter().map(|u| &u.change));
-    for key in changes.flat_map(|c| c.config_keys()) {
-        if !inputs.configs.contains_key(&key) {
-            anyhow::bail!(
-                "{scenario_file}: trigger: the target does not use {key}; change a ConfigMap or Secret its pod template refers to (pass it with --target)"
-            );
-        }
-    }
+    scenario
+        .check(&inputs)
+        .map_err(|issue| anyhow::anyhow!("{scenario_file}: {issue}"))?;
     for w in &inputs.warnings {
         eprintln!("warning: {}: {w}", args.canary.display());
     }
@@ -97,23 +124,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let judge: &dyn Judge = &policy;
 
     if args.copies > 1 {
-        let reports = simulate::run_many(&inputs, &scenario, args.copies, judge);
+        let summaries = simulate::run_many(&inputs, &scenario, args.copies as usize, judge);
         let count = |p: Phase| {
-            reports
+            summaries
                 .iter()
                 .filter(|r| r.finished && r.phase == p)
                 .count()
         };
         let (succeeded, failed) = (count(Phase::Succeeded), count(Phase::Failed));
-        let steps: u32 = reports.iter().map(|r| r.steps).sum();
+        let steps: u64 = summaries.iter().map(|r| u64::from(r.steps)).sum();
         println!(
             "{} canaries: {succeeded} Succeeded, {failed} Failed, {} unfinished; {steps} steps",
-            reports.len(),
-            reports.len() - succeeded - failed
+            summaries.len(),
+            summaries.len() - succeeded - failed
         );
         return Ok(if failed > 0 {
             ExitCode::from(EXIT_FAILED)
-        } else if succeeded < reports.len() {
+        } else if succeeded < summaries.len() {
             ExitCode::from(EXIT_UNFINISHED)
         } else {
             ExitCode::SUCCESS

@@ -108,7 +108,7 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 
 /// One CRD as a YAML document.
 pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
-    serde_yaml::to_string(crd).expect("a CRD serialises to YAML")
+    serde_saphyr::to_string(crd).expect("a CRD serialises to YAML")
 }
 
 /// All CRDs as multi-document YAML.

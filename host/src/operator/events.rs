@@ -84,8 +84,8 @@ impl Recorder {
         note: &str,
     ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
-        // Events notes are capped at 1 kB by the API server.
-        let note: String = truncate(note, 1024);
+        // One line, and within the API server's 1 kB cap for notes.
+        let note = crate::core::text::one_line(note, 1024);
         let key = Key {
             uid: canary.metadata.uid.clone().unwrap_or_default(),
             warning,
@@ -142,20 +142,10 @@ impl Recorder {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
-
 /// The log line of an Event: `msg` plus `canary` and `namespace` fields.
 pub fn log(canary: &CanaryObject, warning: bool, msg: &str) {
     let id = canary.id();
+    let msg = crate::core::text::one_line(msg, 4096);
     if warning {
         tracing::warn!(canary = %id, namespace = canary.namespace(), "{msg}");
     } else {

@@ -2,8 +2,8 @@
 //! queries and MetricTemplates of provider `prometheus`, rendered with
 //! Flagger's template variables and sent to the right Prometheus.
 use crate::api::MetricTemplate;
-use crate::core::rollout::{MetricSource, MetricSpec, Rollout};
-use fledge_policy::{MetricResult, MetricValue};
+use crate::core::rollout::{MetricSource, MetricSpec, QueryOutcome, Rollout};
+use fledge_policy::MetricResult;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::Client;
@@ -90,7 +90,6 @@ pub struct Endpoint {
     pub address: String,
     pub bearer: Option<String>,
     pub basic: Option<(String, String)>,
-    pub insecure: bool,
 }
 
 /// What a query found.
@@ -164,64 +163,51 @@ pub struct Checker<'a> {
     pub http: &'a reqwest::Client,
     /// `spec.metricsServer`, else `--metrics-server`.
     pub default_server: &'a str,
-    pub provider: &'a str,
 }
 
 impl Checker<'_> {
-    /// Runs one metric of `r`, with Flagger's wording for failures.
-    pub async fn check(&self, r: &Rollout, m: &MetricSpec) -> MetricResult {
-        let value = match self.value(r, m).await {
-            Ok(v) => MetricValue::Value(v),
-            Err(why) => MetricValue::Error(why),
-        };
-        MetricResult {
-            name: m.name.clone(),
-            value,
-            min: m.min,
-            max: m.max,
-            unit: m.unit,
+    /// Queries every metric of `r` in the core's order, stopping after the
+    /// first result that stops the analysis; the core words the failures.
+    pub async fn check_all(&self, r: &Rollout) -> Vec<MetricResult> {
+        let mut out = Vec::new();
+        for m in r.query_order() {
+            let result = m.result(r, self.outcome(r, m).await);
+            let stop = m.stops(&result);
+            out.push(result);
+            if stop {
+                break;
+            }
         }
+        out
     }
 
-    async fn value(&self, r: &Rollout, m: &MetricSpec) -> Result<f64, String> {
+    async fn outcome(&self, r: &Rollout, m: &MetricSpec) -> QueryOutcome {
         let interval = range(m.interval);
         let plain = Endpoint {
             address: self.default_server.to_string(),
             ..Default::default()
         };
-        match &m.source {
-            MetricSource::Builtin => {
-                let q = if m.name == "request-success-rate" {
-                    success_rate_query(&r.namespace, &r.target, &interval)
-                } else {
-                    duration_query(&r.namespace, &r.target, &interval)
-                };
-                match query(self.http, &plain, &q).await {
-                    Answer::Value(v) => Ok(v),
-                    Answer::NoValues => Err(format!(
-                        "no values found for {} metric {} probably {} is not receiving traffic",
-                        self.provider,
-                        m.name,
-                        r.target_id()
-                    )),
-                    Answer::Failed(e) => {
-                        Err(format!("Prometheus query failed for {}: {e}", m.name))
-                    }
+        let (ep, q) = match &m.source {
+            MetricSource::Builtin if m.name == "request-success-rate" => (
+                plain,
+                success_rate_query(&r.namespace, &r.target, &interval),
+            ),
+            MetricSource::Builtin => (plain, duration_query(&r.namespace, &r.target, &interval)),
+            MetricSource::Query(q) => match render(q, r, m, &interval) {
+                Ok(q) => (plain, q),
+                Err(e) => return QueryOutcome::Failed(format!("query render error: {e}")),
+            },
+            MetricSource::Template { name, namespace } => {
+                match self.template(r, m, name, namespace).await {
+                    Ok(found) => found,
+                    Err(e) => return QueryOutcome::Failed(e),
                 }
             }
-            MetricSource::Query(q) => {
-                let q = render(q, r, m, &interval).map_err(|e| {
-                    format!(
-                        "Metric query failed for {}: query render error: {e}",
-                        m.name
-                    )
-                })?;
-                answer(m, query(self.http, &plain, &q).await)
-            }
-            MetricSource::Template { name, namespace } => {
-                let (ep, q) = self.template(r, m, name, namespace).await?;
-                answer(m, query(self.http, &ep, &q).await)
-            }
+        };
+        match query(self.http, &ep, &q).await {
+            Answer::Value(v) => QueryOutcome::Value(v),
+            Answer::NoValues => QueryOutcome::NoValues("no values found".into()),
+            Answer::Failed(e) => QueryOutcome::Failed(e),
         }
     }
 
@@ -241,14 +227,18 @@ impl Checker<'_> {
             .get(name)
             .await
             .map_err(|e| format!("Metric template {name}.{namespace} error: {e}"))?;
-        let doc = serde_json::json!({"metadata": obj.metadata, "spec": obj.data.get("spec").cloned().unwrap_or_default()});
-        let t: MetricTemplate = serde_json::from_value(doc)
+        let doc = serde_json::json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": obj.data.get("spec").cloned().unwrap_or_default(),
+        });
+        let t: MetricTemplate = crate::api::yaml::typed(&doc)
             .map_err(|e| format!("Metric template {name}.{namespace} error: {e}"))?;
-        let provider = &t.spec.provider;
-        if provider.type_ != "prometheus" {
+        let spec = t.spec.unwrap_or_default();
+        let provider = spec.provider.unwrap_or_default();
+        let kind = provider.type_.clone().unwrap_or_default();
+        if kind != "prometheus" {
             return Err(format!(
-                "Metric template {name}.{namespace} provider {} error: not supported by this version of Fledge",
-                provider.type_
+                "Metric template {name}.{namespace} provider {kind} error: not supported by this version of Fledge"
             ));
         }
         let mut ep = Endpoint {
@@ -257,16 +247,12 @@ impl Checker<'_> {
                 .clone()
                 .filter(|a| !a.is_empty())
                 .unwrap_or_else(|| self.default_server.to_string()),
-            insecure: provider.insecure_skip_verify,
             ..Default::default()
         };
-        if let Some(sref) = &provider.secret_ref {
+        if let Some(secret) = provider.secret_ref.as_ref().and_then(|s| s.name.clone()) {
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-            let s = secrets.get(&sref.name).await.map_err(|e| {
-                format!(
-                    "Metric template {name}.{namespace} secret {} error: {e}",
-                    sref.name
-                )
+            let s = secrets.get(&secret).await.map_err(|e| {
+                format!("Metric template {name}.{namespace} secret {secret} error: {e}")
             })?;
             let data: BTreeMap<String, String> = s
                 .data
@@ -283,23 +269,13 @@ impl Checker<'_> {
                 ep.basic = Some((u.clone(), p.clone()));
             } else {
                 return Err(format!(
-                    "Metric template {name}.{namespace} secret {} error: it needs `token`, or `username` and `password`",
-                    sref.name
+                    "Metric template {name}.{namespace} secret {secret} error: it needs `token`, or `username` and `password`"
                 ));
             }
         }
-        // Template metrics get the raw interval; with none set, the builtin default.
-        let q = render(&t.spec.query, r, m, &range(m.interval))
+        let q = render(&spec.query.unwrap_or_default(), r, m, &range(m.interval))
             .map_err(|e| format!("Metric template {name}.{namespace} query render error: {e}"))?;
         Ok((ep, q))
-    }
-}
-
-fn answer(m: &MetricSpec, a: Answer) -> Result<f64, String> {
-    match a {
-        Answer::Value(v) => Ok(v),
-        Answer::NoValues => Err(format!("no values found for custom metric: {}", m.name)),
-        Answer::Failed(e) => Err(format!("Metric query failed for {}: {e}", m.name)),
     }
 }
 
@@ -310,7 +286,7 @@ mod tests {
 
     fn guide() -> Rollout {
         let canary: api::Canary =
-            serde_yaml::from_str(include_str!("../../../examples/podinfo/canary.yaml")).unwrap();
+            api::yaml::from_str(include_str!("../../../examples/podinfo/canary.yaml")).unwrap();
         api::validate(&canary).unwrap().rollout
     }
 

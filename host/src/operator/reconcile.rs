@@ -63,18 +63,13 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
 
     let mut canary = match obj.to_api() {
         Ok(c) => c,
-        Err(e) => {
-            let issue = Issue {
-                field: "spec".into(),
-                problem: format!("does not match the Canary schema: {e}"),
-                fix: "compare it with examples/podinfo/canary.yaml".into(),
-            };
-            return invalid(&obj, &ctx, &api, &status, vec![issue], now).await;
-        }
+        Err(issue) => return invalid(&obj, &ctx, &api, &status, vec![issue], now).await,
     };
-    if canary.spec.provider.as_deref().unwrap_or("").is_empty() {
-        canary.spec.provider = Some(ctx.config.mesh_provider.clone());
+    let spec = canary.spec.get_or_insert_with(Default::default);
+    if spec.provider.as_deref().unwrap_or("").is_empty() {
+        spec.provider = Some(ctx.config.mesh_provider.clone());
     }
+    let spec = spec.clone();
     let validated = match api::validate(&canary) {
         Ok(v) => v,
         Err(issues) => return invalid(&obj, &ctx, &api, &status, issues, now).await,
@@ -92,18 +87,18 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     if obj.metadata.deletion_timestamp.is_some() {
         return finalize(&obj, &ctx, &api, &rollout, router).await;
     }
-    if canary.spec.revert_on_deletion != has_finalizer(&obj) {
-        set_finalizer(&api, &obj, canary.spec.revert_on_deletion).await?;
+    let revert = spec.revert_on_deletion.unwrap_or(false);
+    if revert != has_finalizer(&obj) {
+        set_finalizer(&api, &obj, revert).await?;
     }
 
-    let service = serde_json::to_value(&canary.spec.service).unwrap_or(Value::Null);
+    let service = serde_json::to_value(&spec.service).unwrap_or(Value::Null);
     let workload = Workload {
         client: &ctx.client,
         canary: &obj,
         rollout: &rollout,
         service: &service,
-        primary_scaler_replicas: canary
-            .spec
+        primary_scaler_replicas: spec
             .autoscaler_ref
             .as_ref()
             .and_then(|a| a.primary_scaler_replicas.as_ref())
@@ -176,13 +171,11 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     let checker = Checker {
         client: &ctx.client,
         http: &ctx.http.verify,
-        default_server: canary
-            .spec
+        default_server: spec
             .metrics_server
             .as_deref()
             .filter(|s| !s.is_empty())
             .unwrap_or(&ctx.config.metrics_server),
-        provider: &rollout.provider,
     };
     let tick = loop {
         match core::step(&rollout, &old, &o, &ctx.judge) {
@@ -194,45 +187,26 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     };
 
     let mut notes = Vec::new();
-    for action in &tick.actions {
-        let done = match action {
-            Action::EnsureObjects => {
-                // App Mesh's sidecar injector refuses pods no VirtualNode
-                // selects: the mesh objects come before the primary.
-                match router.reconcile(&target).await {
-                    Ok(()) => workload.ensure(&observed).await,
-                    Err(e) => Err(e),
-                }
-            }
-            Action::SetRoutes(plan) => router.set_routes(&target, plan).await,
-            Action::ScaleCanaryUp => workload.scale_up(&observed).await,
-            Action::ScaleCanaryToZero => workload.scale_target(0).await,
-            Action::PromoteToPrimary => workload.promote(&observed).await,
-            Action::Event(e) => {
-                notes.push(e.clone());
-                Ok(())
-            }
-            Action::Alert(a) => {
-                // Delivery to alert providers comes with the notifiers.
-                tracing::debug!(canary = %obj.id(), namespace = obj.namespace(), severity = ?a.severity, muted = a.muted, "alert: {}", a.message);
-                Ok(())
-            }
-        };
-        if let Err(e) = done {
-            // The step stops here and is taken again after the backoff; its
-            // status is not written, so it is not counted as taken.
-            let msg = format!("{e:#}");
-            ctx.recorder.publish(&obj, true, "Synced", &msg).await;
-            events::log(&obj, true, &msg);
-            return Err(e.into());
-        }
+    let doing = Doing {
+        router,
+        target: &target,
+        workload: &workload,
+        observed: &observed,
+        obj: &obj,
+    };
+    if let Err(e) = doing.carry_out(&tick.actions, &mut notes).await {
+        // The step stops here and is taken again after the backoff; its
+        // status is not written, so it is not counted as taken.
+        let msg = format!("{e:#}");
+        ctx.recorder.publish(&obj, true, "Synced", &msg).await;
+        events::log(&obj, true, &msg);
+        return Err(e.into());
     }
 
-    let kind = canary
-        .spec
+    let kind = spec
         .target_ref
         .as_ref()
-        .map(|t| t.kind.clone())
+        .and_then(|t| t.kind.clone())
         .unwrap_or_else(|| "Deployment".into());
     let mut next = status.after_step(&tick.status, &observed.configs, now, &kind);
     if next.condition(VALID).is_some_and(|c| c.status != "True") {
@@ -245,14 +219,91 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         .steps
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
-    for e in &notes {
-        ctx.recorder
-            .publish(&obj, e.warning, e.reason, &e.message)
-            .await;
-        events::log(&obj, e.warning, e.log_message());
-        forward_event(&ctx, &rollout, tick.status.phase, &next, e).await;
+    publish(&ctx, &obj, &rollout, tick.status.phase, &next, &notes).await;
+
+    // The end of an analysis: post-rollout hooks see the outcome carried out
+    // and the status written; what the core reports after them comes last.
+    if let Some(post) = &tick.post_rollout {
+        let checksum = next.last_applied_spec.clone();
+        let results = webhooks::call_all(
+            &ctx.http,
+            WebhookKind::PostRollout,
+            rollout.webhooks_of(WebhookKind::PostRollout),
+            &rollout.name,
+            &rollout.namespace,
+            post.phase,
+            &checksum,
+        )
+        .await;
+        let mut after: Vec<Action> = core::post_rollout_events(&results)
+            .into_iter()
+            .map(Action::Event)
+            .collect();
+        after.extend(post.then.iter().cloned());
+        let mut notes = Vec::new();
+        let outcome = doing.carry_out(&after, &mut notes).await;
+        publish(&ctx, &obj, &rollout, tick.status.phase, &next, &notes).await;
+        outcome?;
     }
     Ok(Requeue::requeue(tick.requeue))
+}
+
+/// Publishes a step's Events, logs them and forwards them to event webhooks.
+async fn publish(
+    ctx: &Context,
+    obj: &CanaryObject,
+    rollout: &Rollout,
+    phase: Phase,
+    status: &CanaryStatus,
+    notes: &[core::Event],
+) {
+    for e in notes {
+        ctx.recorder
+            .publish(obj, e.warning, e.reason, &e.message)
+            .await;
+        events::log(obj, e.warning, e.log_message());
+        forward_event(ctx, rollout, phase, status, e).await;
+    }
+}
+
+/// What carrying out a step's actions needs.
+struct Doing<'a> {
+    router: &'a dyn router::Router,
+    target: &'a RouteTarget<'a>,
+    workload: &'a Workload<'a>,
+    observed: &'a super::workload::Observed,
+    obj: &'a CanaryObject,
+}
+
+impl Doing<'_> {
+    /// Carries out `actions` in order; Events are collected in `notes`, to be
+    /// published once the status is written. Stops at the first failure.
+    async fn carry_out(
+        &self,
+        actions: &[Action],
+        notes: &mut Vec<core::Event>,
+    ) -> anyhow::Result<()> {
+        for action in actions {
+            match action {
+                Action::EnsureObjects => {
+                    // App Mesh's sidecar injector refuses pods no VirtualNode
+                    // selects: the mesh objects come before the primary.
+                    self.router.reconcile(self.target).await?;
+                    self.workload.ensure(self.observed).await?;
+                }
+                Action::SetRoutes(plan) => self.router.set_routes(self.target, plan).await?,
+                Action::ScaleCanaryUp => self.workload.scale_up(self.observed).await?,
+                Action::ScaleCanaryToZero => self.workload.scale_target(0).await?,
+                Action::PromoteToPrimary => self.workload.promote(self.observed).await?,
+                Action::Event(e) => notes.push(e.clone()),
+                Action::Alert(a) => {
+                    // Delivery to alert providers comes with the notifiers.
+                    tracing::debug!(canary = %self.obj.id(), namespace = self.obj.namespace(), severity = ?a.severity, muted = a.muted, "alert: {}", a.message);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Performs one request of the core and records the answer.
@@ -273,6 +324,7 @@ async fn perform(
         Request::Webhooks { kind, phase } => {
             let results = webhooks::call_all(
                 &ctx.http,
+                kind,
                 r.webhooks_of(kind),
                 &r.name,
                 &r.namespace,
@@ -289,6 +341,7 @@ async fn perform(
         } => {
             let results = webhooks::call_all(
                 &ctx.http,
+                kind,
                 r.webhooks_of(kind),
                 &r.name,
                 &r.namespace,
@@ -299,18 +352,8 @@ async fn perform(
             o.webhooks.insert(kind, results);
             o.decision = Some(decision);
         }
-        Request::Metric { index } => {
-            let result = match r.metrics.get(index) {
-                Some(m) => checker.check(r, m).await,
-                None => fledge_policy::MetricResult {
-                    name: format!("metric #{index}"),
-                    value: fledge_policy::MetricValue::Error("no such metric".into()),
-                    min: None,
-                    max: None,
-                    unit: Default::default(),
-                },
-            };
-            o.metrics.push(result);
+        Request::Metrics => {
+            o.metrics = Some(checker.check_all(r).await);
         }
     }
 }

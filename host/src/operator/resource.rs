@@ -62,16 +62,20 @@ impl CanaryObject {
         format!("{}.{}", self.name(), self.namespace())
     }
 
-    /// The typed Canary, or why the spec does not fit the model (the
-    /// serde error names the field).
-    pub fn to_api(&self) -> Result<api::Canary, String> {
+    /// The typed Canary, or the field that does not fit the model.
+    pub fn to_api(&self) -> Result<api::Canary, api::Issue> {
         let doc = serde_json::json!({
             "apiVersion": API_VERSION,
             "kind": KIND,
-            "metadata": self.metadata,
+            "metadata": {
+                "name": self.metadata.name,
+                "namespace": self.metadata.namespace,
+                "annotations": self.metadata.annotations,
+                "labels": self.metadata.labels,
+            },
             "spec": self.spec,
         });
-        serde_json::from_value(doc).map_err(|e| e.to_string())
+        api::yaml::typed(&doc)
     }
 
     /// The ownerReference every generated object carries, so the garbage

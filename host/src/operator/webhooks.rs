@@ -116,9 +116,12 @@ pub async fn post(
     }
 }
 
-/// Calls `hooks` in order, stopping at the first failure.
+/// Calls `hooks` of `kind` in order, stopping where the core says
+/// ([`crate::core::hooks_stop`]: gates and checks at the first failure,
+/// rollback hooks at the first that signals a rollback).
 pub async fn call_all<'a>(
     clients: &Clients,
+    kind: fledge_policy::WebhookKind,
     hooks: impl Iterator<Item = &'a WebhookSpec>,
     name: &str,
     namespace: &str,
@@ -129,14 +132,15 @@ pub async fn call_all<'a>(
     for h in hooks {
         let body = payload(name, namespace, phase, checksum, &h.metadata);
         let result = post(clients, &h.url, &body, h.timeout, h.retries, h.disable_tls).await;
-        let passed = result.is_ok();
-        out.push(WebhookResult {
+        let r = WebhookResult {
             name: h.name.clone(),
             kind: h.kind,
-            passed,
+            passed: result.is_ok(),
             message: result.err().unwrap_or_default(),
-        });
-        if !passed {
+        };
+        let stop = crate::core::hooks_stop(kind, &r);
+        out.push(r);
+        if stop {
             break;
         }
     }

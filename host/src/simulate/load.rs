@@ -1,7 +1,7 @@
 //! Reads the user's Canary and the objects it refers to, and checks that the
 //! simulation has everything it needs. Errors name the file, the field and the fix.
 use super::world::SimDeployment;
-use crate::api::{self, Canary, Issue, MetricTemplate};
+use crate::api::{self, yaml, AlertProvider, Canary, Issue, MetricTemplate};
 use crate::core::revision;
 use crate::core::rollout::{MetricSource, Rollout};
 use serde_json::Value;
@@ -11,17 +11,14 @@ use std::collections::BTreeMap;
 pub const PODINFO_DEPLOYMENT: &str = include_str!("../../../examples/podinfo/deployment.yaml");
 pub const PODINFO_HPA: &str = include_str!("../../../examples/podinfo/hpa.yaml");
 
-/// `spec.type` of an AlertProvider.
-pub const ALERT_PROVIDERS: &[&str] = &["slack", "msteams", "discord", "rocket", "gchat"];
+pub use crate::api::ALERT_PROVIDERS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{file}: not valid YAML: {source}")]
-    Yaml {
-        file: String,
-        #[source]
-        source: serde_yaml::Error,
-    },
+    /// Not YAML, or not an object of the expected shape: the issue names the
+    /// line (YAML) or the field path (shape).
+    #[error("{file}: {issue}")]
+    Parse { file: String, issue: Issue },
     #[error("{file}: the Canary is not valid:\n{}", list(.issues))]
     Invalid { file: String, issues: Vec<Issue> },
     #[error("{file}: {field}: {problem}; {fix}")]
@@ -70,18 +67,28 @@ fn object_err(
 
 /// Parses every YAML document of `text`.
 fn documents(file: &str, text: &str) -> Result<Vec<Value>, LoadError> {
-    let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let v =
-            <Value as serde::Deserialize>::deserialize(doc).map_err(|source| LoadError::Yaml {
-                file: file.to_string(),
-                source,
-            })?;
-        if !v.is_null() {
-            out.push(v);
+    let docs = yaml::documents(text).map_err(|issue| LoadError::Parse {
+        file: file.to_string(),
+        issue,
+    })?;
+    Ok(docs.into_iter().filter(|v| !v.is_null()).collect())
+}
+
+/// One typed object; `what` prefixes the field path when a file holds several.
+fn typed<T: serde::de::DeserializeOwned>(
+    file: &str,
+    what: &str,
+    doc: &Value,
+) -> Result<T, LoadError> {
+    yaml::typed(doc).map_err(|mut issue| {
+        if !what.is_empty() {
+            issue.field = format!("{what}: {}", issue.field);
         }
-    }
-    Ok(out)
+        LoadError::Parse {
+            file: file.to_string(),
+            issue,
+        }
+    })
 }
 
 /// Loads a Canary from `canary_file` (`canary_text`) and its objects from
@@ -104,14 +111,7 @@ pub fn load(
                 "pass the file that holds your `kind: Canary` (apiVersion flagger.app/v1beta1)",
             )
         })?;
-    let canary: Canary = serde_json::from_value(doc).map_err(|e| {
-        object_err(
-            canary_file,
-            "spec",
-            format!("does not match the Canary schema: {e}"),
-            "compare it with examples/podinfo/canary.yaml",
-        )
-    })?;
+    let canary: Canary = typed(canary_file, "", &doc)?;
     let validated = api::validate(&canary).map_err(|issues| LoadError::Invalid {
         file: canary_file.to_string(),
         issues,
@@ -160,42 +160,44 @@ pub fn load(
             match kind.as_str() {
                 "Deployment" if name == rollout.target => deployment = Some((file.clone(), doc)),
                 "HorizontalPodAutoscaler" if Some(&name) == rollout.autoscaler.as_ref() => {
-                    hpa_min_replicas = Some(
-                        doc.pointer("/spec/minReplicas")
-                            .and_then(Value::as_i64)
-                            .unwrap_or(1) as i32,
-                    );
+                    hpa_min_replicas = Some(replicas(
+                        file,
+                        &doc,
+                        &format!("HorizontalPodAutoscaler {name}: spec.minReplicas"),
+                        "/spec/minReplicas",
+                        1,
+                    )?);
                 }
                 "MetricTemplate" => {
-                    let t: MetricTemplate = serde_json::from_value(doc).map_err(|e| {
-                        object_err(
-                            file,
-                            "MetricTemplate",
-                            e.to_string(),
-                            "fix the MetricTemplate",
-                        )
-                    })?;
+                    let t: MetricTemplate = typed(file, &format!("MetricTemplate {name}"), &doc)?;
                     let ns = t
                         .metadata
                         .namespace
                         .clone()
                         .unwrap_or_else(|| rollout.namespace.clone());
-                    if !api::METRIC_PROVIDERS.contains(&t.spec.provider.type_.as_str()) {
+                    let provider = t
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.provider.as_ref())
+                        .and_then(|p| p.type_.as_deref())
+                        .unwrap_or("");
+                    if !api::METRIC_PROVIDERS.contains(&provider) {
                         return Err(object_err(
                             file,
                             &format!("MetricTemplate {name}: spec.provider.type"),
-                            format!("unknown provider `{}`", t.spec.provider.type_),
+                            format!("unknown provider `{provider}`"),
                             format!("use one of {}", api::METRIC_PROVIDERS.join(", ")),
                         ));
                     }
                     templates.insert((ns, name), t);
                 }
                 "AlertProvider" => {
-                    let kind = doc
-                        .pointer("/spec/type")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
+                    let p: AlertProvider = typed(file, &format!("AlertProvider {name}"), &doc)?;
+                    let kind = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.type_.clone())
+                        .unwrap_or_default();
                     if !ALERT_PROVIDERS.contains(&kind.as_str()) {
                         return Err(object_err(
                             file,
@@ -204,11 +206,11 @@ pub fn load(
                             format!("use one of {}", ALERT_PROVIDERS.join(", ")),
                         ));
                     }
-                    let ns = doc
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .unwrap_or(&rollout.namespace)
-                        .to_string();
+                    let ns = p
+                        .metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| rollout.namespace.clone());
                     providers.insert((ns, name));
                 }
                 "ConfigMap" => {
@@ -283,9 +285,7 @@ pub fn load(
         &rollout.target,
         &rollout.namespace,
         template,
-        dep.pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1) as i32,
+        replicas(&dep_file, &dep, "spec.replicas", "/spec/replicas", 0)?,
     );
     Ok(Inputs {
         canary,
@@ -296,6 +296,33 @@ pub fn load(
         configs,
         templates,
     })
+}
+
+/// A replica count at `pointer` (default 1), within Kubernetes' int32 range
+/// and at least `min`.
+fn replicas(
+    file: &str,
+    doc: &Value,
+    field: &str,
+    pointer: &str,
+    min: i64,
+) -> Result<i32, LoadError> {
+    let Some(v) = doc.pointer(pointer) else {
+        return Ok(1);
+    };
+    match v.as_i64() {
+        Some(n) if (min..=i64::from(i32::MAX)).contains(&n) => Ok(n as i32),
+        _ => Err(object_err(
+            file,
+            field,
+            format!(
+                "{} is not a replica count in {min}..={}",
+                yaml::show(v),
+                i32::MAX
+            ),
+            "use a whole number of replicas in that range",
+        )),
+    }
 }
 
 /// The ConfigMaps and Secrets the pod template uses, with checksums of their
@@ -385,3 +412,6 @@ fn tracked_configs(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,23 @@
 //! The scripted world of a simulation: what changes, how fast Deployments
 //! roll out, what webhooks answer and what metrics read.
+//!
+//! [`parse`] reads a scenario and [`Scenario::check`] holds it against the
+//! loaded target: every error names the field, the accepted forms or range, and
+//! the fix, before a step runs.
+use super::load::Inputs;
+use super::world::World;
+use crate::api::{yaml, Issue};
+use crate::core::revision;
 use serde::Deserialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
+
+/// Default and largest `maxSteps`.
+pub const DEFAULT_MAX_STEPS: u32 = 1000;
+pub const MAX_STEPS: u32 = 100_000;
+/// Most `updates`, and most entries of one webhook or metric script.
+pub const MAX_UPDATES: usize = 1000;
+pub const MAX_SCRIPT_ENTRIES: usize = 10_000;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -24,6 +40,238 @@ pub struct Scenario {
     /// Upper bound on analysis steps after the trigger (default 1000).
     #[serde(default)]
     pub max_steps: Option<u32>,
+}
+
+/// Reads a scenario. Errors name the field and list the accepted forms.
+pub fn parse(text: &str) -> Result<Scenario, Issue> {
+    yaml::from_str::<Scenario>(text).map_err(|mut issue| {
+        explain_script(&mut issue, text);
+        issue
+    })
+}
+
+/// For a webhook answer or metric reading that is none of the accepted forms:
+/// point at the list entry at fault, and say what is accepted.
+fn explain_script(issue: &mut Issue, text: &str) {
+    let (section, forms) = if issue.field.starts_with("webhooks.") {
+        let words = quoted(&words_of::<Answer>());
+        (
+            "webhooks",
+            format!(
+                "{}, or a list of those (one per call, the last repeats)",
+                yaml::or_list(&words).replace(" or ", ", ")
+            ),
+        )
+    } else if issue.field.starts_with("metrics.") {
+        let words = quoted(&words_of::<Word>());
+        (
+            "metrics",
+            format!(
+                "a number, {}, or a list of those (one per query, the last repeats)",
+                words.join(", ")
+            ),
+        )
+    } else {
+        return;
+    };
+    let name = &issue.field[section.len() + 1..];
+    if name.contains('[') || name.contains('.') {
+        return;
+    }
+    let doc = yaml::documents(text)
+        .ok()
+        .and_then(|d| d.into_iter().next());
+    let value = doc
+        .as_ref()
+        .and_then(|d| d.get(section))
+        .and_then(|s| s.get(name));
+    if let Some(Value::Array(items)) = value {
+        let bad = items.iter().position(|v| match section {
+            "webhooks" => serde_json::from_value::<Answer>(v.clone()).is_err(),
+            _ => !(v.is_number() || serde_json::from_value::<Word>(v.clone()).is_ok()),
+        });
+        if let Some(i) = bad {
+            issue.field = format!("{}[{i}]", issue.field);
+            issue.problem = format!("{} is not accepted", yaml::show(&items[i]));
+        }
+    } else if let Some(v) = value {
+        issue.problem = format!("{} is not accepted", yaml::show(v));
+    }
+    issue.fix = format!("use {forms}");
+}
+
+/// The words a unit-variant enum accepts, as serde lists them.
+fn words_of<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    match serde_json::from_value::<T>(Value::String(String::new())) {
+        Ok(_) => Vec::new(),
+        Err(e) => yaml::backticked(&e.to_string())
+            .into_iter()
+            .skip(1)
+            .collect(),
+    }
+}
+
+fn quoted(words: &[String]) -> Vec<String> {
+    words.iter().map(|w| format!("`{w}`")).collect()
+}
+
+fn issue(field: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Issue {
+    Issue {
+        field: field.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+impl Scenario {
+    /// The step bound of this scenario.
+    pub fn step_bound(&self) -> u32 {
+        self.max_steps.unwrap_or(DEFAULT_MAX_STEPS)
+    }
+
+    /// Holds the scenario against the loaded target: numbers within their
+    /// ranges, lists within their lengths, and every change naming a
+    /// container and config the target has and actually changing its revision.
+    pub fn check(&self, inputs: &Inputs) -> Result<(), Issue> {
+        let bound = self.step_bound();
+        if !(1..=MAX_STEPS).contains(&bound) {
+            return Err(issue(
+                "maxSteps",
+                format!("{bound} is outside 1..={MAX_STEPS}"),
+                format!("use a number of steps in that range (default {DEFAULT_MAX_STEPS})"),
+            ));
+        }
+        for (field, v) in [
+            ("rollout.canaryReadyAfter", self.rollout.canary_ready_after),
+            (
+                "rollout.primaryReadyAfter",
+                self.rollout.primary_ready_after,
+            ),
+        ] {
+            if v > bound {
+                return Err(issue(
+                    field,
+                    format!("{v} is outside 0..={bound} (maxSteps)"),
+                    "use a number of steps up to maxSteps",
+                ));
+            }
+        }
+        if self.updates.len() > MAX_UPDATES {
+            return Err(issue(
+                "updates",
+                format!(
+                    "{} entries, more than the {MAX_UPDATES} allowed",
+                    self.updates.len()
+                ),
+                format!("list at most {MAX_UPDATES} updates"),
+            ));
+        }
+        let scripts = self
+            .webhooks
+            .iter()
+            .map(|(n, s)| (format!("webhooks.{n}"), s.len()))
+            .chain(
+                self.metrics
+                    .iter()
+                    .map(|(n, s)| (format!("metrics.{n}"), s.len())),
+            );
+        for (field, len) in scripts {
+            if len > MAX_SCRIPT_ENTRIES {
+                return Err(issue(
+                    field,
+                    format!("{len} entries, more than the {MAX_SCRIPT_ENTRIES} allowed"),
+                    "shorten the list: its last entry repeats for every further call",
+                ));
+            }
+        }
+        if self.trigger.is_empty() {
+            return Err(issue(
+                "trigger",
+                "no change to roll out",
+                "set trigger.image (or env, configMaps, secrets)",
+            ));
+        }
+        // Apply the changes in the order the run applies them, each to the
+        // state the previous ones left.
+        let mut changes: Vec<(String, u32, &Trigger)> =
+            vec![("trigger".to_string(), 0, &self.trigger)];
+        for (i, u) in self.updates.iter().enumerate() {
+            let field = format!("updates[{i}]");
+            if u.after_step >= bound {
+                return Err(issue(
+                    format!("{field}.afterStep"),
+                    format!(
+                        "{} is outside 0..={} (below maxSteps)",
+                        u.after_step,
+                        bound - 1
+                    ),
+                    "apply the update before the run's step bound, or raise maxSteps",
+                ));
+            }
+            if u.change.is_empty() {
+                return Err(issue(
+                    field,
+                    "changes nothing",
+                    "set image, env, configMaps or secrets",
+                ));
+            }
+            changes.push((field, u.after_step + 1, &u.change));
+        }
+        changes.sort_by_key(|(_, at, _)| *at);
+        let mut world = World::new(
+            inputs.target.clone(),
+            inputs.hpa_min_replicas,
+            inputs.configs.clone(),
+            self.clone(),
+        );
+        let containers = container_names(&inputs.target.template);
+        for (field, _, change) in changes {
+            if let Some(name) = &change.container {
+                if !containers.contains(name) {
+                    return Err(issue(
+                        format!("{field}.container"),
+                        format!("the target has no container `{name}`"),
+                        format!("name one of its containers: {}", containers.join(", ")),
+                    ));
+                }
+            } else if containers.is_empty() && (change.image.is_some() || !change.env.is_empty()) {
+                return Err(issue(
+                    field,
+                    "the target's pod template has no containers",
+                    "give the target Deployment a container",
+                ));
+            }
+            for key in change.config_keys() {
+                if !inputs.configs.contains_key(&key) {
+                    return Err(issue(
+                        field,
+                        format!("the target does not use {key}"),
+                        "change a ConfigMap or Secret its pod template refers to (pass it with --target)",
+                    ));
+                }
+            }
+            let before = revision::revision(&world.target.template, &world.configs);
+            world.change_target(change);
+            if revision::revision(&world.target.template, &world.configs) == before {
+                return Err(issue(
+                    field,
+                    "changes nothing: the target already runs this",
+                    "change the image, env or config data to something the target does not have yet",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn container_names(template: &Value) -> Vec<String> {
+    template
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -64,12 +312,44 @@ impl Trigger {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(from = "UpdateSpec")]
 pub struct Update {
     /// Steps after the trigger at which this change is applied.
     pub after_step: u32,
-    #[serde(flatten)]
     pub change: Trigger,
+}
+
+/// An `updates[]` entry as written: `afterStep` beside the fields of a trigger.
+/// Spelled out (not flattened) so that unknown fields are refused by name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UpdateSpec {
+    after_step: u32,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    container: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    secrets: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl From<UpdateSpec> for Update {
+    fn from(u: UpdateSpec) -> Update {
+        Update {
+            after_step: u.after_step,
+            change: Trigger {
+                image: u.image,
+                container: u.container,
+                env: u.env,
+                config_maps: u.config_maps,
+                secrets: u.secrets,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -81,6 +361,10 @@ pub struct RolloutSpeed {
     /// Steps before the primary's new replicas are available (default 0).
     #[serde(default)]
     pub primary_ready_after: u32,
+    /// Steps before the primary's replicas are available after a promotion
+    /// copied the new revision to it (default: `primaryReadyAfter`).
+    #[serde(default)]
+    pub promotion_ready_after: Option<u32>,
 }
 
 /// A value, or a list of values used one per call, the last repeating.
@@ -89,6 +373,20 @@ pub struct RolloutSpeed {
 pub enum Script<T> {
     One(T),
     Many(Vec<T>),
+}
+
+impl<T> Script<T> {
+    /// How many entries the script lists.
+    pub fn len(&self) -> usize {
+        match self {
+            Script::One(_) => 1,
+            Script::Many(vs) => vs.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl<T: Clone> Script<T> {
@@ -108,18 +406,20 @@ pub enum Answer {
     Fail,
 }
 
-/// A metric reading: a number, or `error` for a failed query.
+/// A metric reading: a number, `error` for a failed query, or `nodata` for a
+/// query that returns no sample (the canary gets no traffic).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Reading {
     Value(f64),
-    Error(ErrorWord),
+    Word(Word),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ErrorWord {
+pub enum Word {
     Error,
+    NoData,
 }
 
 #[cfg(test)]
@@ -128,7 +428,7 @@ mod tests {
 
     #[test]
     fn parses_the_documented_scenario() {
-        let s: Scenario = serde_yaml::from_str(
+        let s: Scenario = parse(
             r#"
 trigger:
   image: ghcr.io/stefanprodan/podinfo:6.0.1
@@ -148,7 +448,7 @@ metrics:
         assert_eq!(s.webhooks["load-test"].nth(5), Some(Answer::Fail));
         assert_eq!(
             s.metrics["request-success-rate"].nth(3),
-            Some(Reading::Error(ErrorWord::Error))
+            Some(Reading::Word(Word::Error))
         );
         assert_eq!(
             s.metrics["request-duration"].nth(9),
@@ -158,10 +458,10 @@ metrics:
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = serde_yaml::from_str::<Scenario>("rollouts: {}").unwrap_err();
-        assert!(
-            err.to_string().contains("unknown field `rollouts`"),
-            "{err}"
+        let err = parse("rollouts: {}").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rollouts: unknown field; did you mean rollout?"
         );
     }
 }

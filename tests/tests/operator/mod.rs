@@ -196,7 +196,7 @@ impl Receiver {
 /// The guide's Canary, at the 10 s minimum interval with two weight steps' worth of analysis
 /// (50 %, then promotion) and its webhooks pointed at `hooks`.
 pub fn test_canary(ns: &str, hooks: &Receiver) -> Value {
-    let mut c: Value = serde_yaml::from_str(
+    let mut c: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(assets_dir().join("../../examples/podinfo/canary.yaml")).unwrap(),
     )
     .unwrap();
@@ -253,7 +253,7 @@ fn comparable(lines: impl IntoIterator<Item = String>) -> Vec<String> {
 /// `fledge simulate --format events` for the same Canary and world.
 fn simulated(dir: &Path, canary: &Value, scenario: &str) -> Result<Vec<String>> {
     let canary_file = dir.join("canary.yaml");
-    std::fs::write(&canary_file, serde_yaml::to_string(canary)?)?;
+    std::fs::write(&canary_file, serde_saphyr::to_string(canary)?)?;
     let scenario_file = dir.join("scenario.yaml");
     std::fs::write(&scenario_file, scenario)?;
     let out = Command::new(fledge_binary()?)

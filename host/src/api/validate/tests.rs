@@ -1,9 +1,11 @@
 use super::*;
+use fledge_policy::WebhookKind;
 
 const GUIDE: &str = include_str!("../../../../examples/podinfo/canary.yaml");
 
 fn canary(text: &str) -> Canary {
-    serde_yaml::from_str(text).expect("parses")
+    let doc = crate::api::yaml::documents(text).expect("parses").remove(0);
+    crate::api::yaml::typed(&doc).expect("parses")
 }
 
 fn errors(text: &str) -> Vec<String> {

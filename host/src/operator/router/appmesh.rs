@@ -479,8 +479,8 @@ mod tests {
 
     fn guide() -> (crate::core::Rollout, Value) {
         let canary: api::Canary =
-            serde_yaml::from_str(include_str!("../../../../examples/podinfo/canary.yaml")).unwrap();
-        let service = serde_json::to_value(&canary.spec.service).unwrap();
+            api::yaml::from_str(include_str!("../../../../examples/podinfo/canary.yaml")).unwrap();
+        let service = serde_json::to_value(&canary.spec.as_ref().unwrap().service).unwrap();
         (api::validate(&canary).unwrap().rollout, service)
     }
 
