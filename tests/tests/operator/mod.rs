@@ -746,3 +746,166 @@ async fn operator_bootstraps_promotes_and_rolls_back() -> Result<()> {
     );
     Ok(())
 }
+
+/// The `Valid` condition of Canary `name`: (status, message).
+async fn valid_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<(String, String)>> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &canary_resource());
+    let c = api.get(name).await?;
+    Ok(c.data["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Valid"))
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["message"].as_str().unwrap_or_default().to_string(),
+            )
+        }))
+}
+
+/// Invalid Canaries get a `Valid=False` condition and a Warning Event naming the field and the
+/// fix, from the validator the simulator uses; nothing is created; a corrected spec proceeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_rejects_invalid_canaries() -> Result<()> {
+    let Some(cluster) = world("operator_rejects_invalid_canaries") else {
+        return Ok(());
+    };
+    let client = cluster.client().await?;
+    install_fledge_crds(cluster, &client).await?;
+    let ns = "op-invalid";
+    create_namespace(&client, ns, &[]).await?;
+    for file in [
+        "manifests/podinfo-deployment.yaml",
+        "manifests/podinfo-hpa.yaml",
+    ] {
+        for doc in manifest(file) {
+            apply(&client, ns, &doc, &ssa()).await?;
+        }
+    }
+    let hooks = Receiver::start().await?;
+    let operator = Operator::start(cluster, ns, &[&format!("--namespace={ns}")])?;
+    let good = test_canary(ns, &hooks);
+    let variant = |name: &str, edit: &dyn Fn(&mut Value)| {
+        let mut c = good.clone();
+        c["metadata"]["name"] = json!(name);
+        edit(&mut c);
+        c
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            variant("max-weight", &|c| {
+                c["spec"]["analysis"]["maxWeight"] = json!(150)
+            }),
+            "spec.analysis.maxWeight",
+        ),
+        (
+            variant("no-target", &|c| {
+                c["spec"]["targetRef"]["name"] = json!("nowhere")
+            }),
+            "spec.targetRef.name",
+        ),
+        (
+            variant("provider", &|c| c["spec"]["provider"] = json!("traefik")),
+            "spec.provider",
+        ),
+        (
+            variant("bad-regex", &|c| {
+                c["spec"]["analysis"]["iterations"] = json!(2);
+                c["spec"]["analysis"].as_object_mut().map(|a| {
+                    a.remove("stepWeight");
+                    a.remove("maxWeight")
+                });
+                c["spec"]["analysis"]["match"] =
+                    json!([{"headers": {"x-canary": {"regex": "(unclosed"}}}]);
+            }),
+            "spec.analysis.match[0].headers",
+        ),
+    ];
+    for (c, _) in &cases {
+        apply(&client, ns, c, &ssa()).await?;
+    }
+    for (c, field) in &cases {
+        let name = c["metadata"]["name"].as_str().unwrap_or_default();
+        let (status, message) = wait_for(
+            &format!("Canary {name} to be marked invalid"),
+            Duration::from_secs(30),
+            || async { valid_condition(&client, ns, name).await },
+        )
+        .await
+        .with_context(|| format!("operator log:\n{}", operator.logs()))?;
+        assert_eq!(status, "False", "{name}: {message}");
+        assert!(
+            message.contains(field),
+            "{name}: the condition should name {field}: {message}"
+        );
+        let warned = wait_for(
+            &format!("a Warning Event for {name}"),
+            Duration::from_secs(10),
+            || async {
+                Ok(events(&client, ns, name)
+                    .await?
+                    .into_iter()
+                    .find(|(_, m)| m.contains(field)))
+            },
+        )
+        .await?;
+        assert!(
+            warned.1.contains(';'),
+            "the Event says the fix too: {}",
+            warned.1
+        );
+    }
+    // Nothing was created for any of them.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let names: Vec<String> = deployments
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|d| d.metadata.name)
+        .collect();
+    assert_eq!(names, ["podinfo"]);
+    assert!(Api::<Service>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .is_empty());
+    for kind in ["VirtualNode", "VirtualRouter", "VirtualService"] {
+        let objs = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &appmesh(kind))
+            .list(&ListParams::default())
+            .await?;
+        assert!(objs.items.is_empty(), "{kind}s were created");
+    }
+    assert_eq!(
+        replicas_of(&client, ns, "podinfo").await?,
+        2,
+        "the target is untouched"
+    );
+
+    // Correcting the spec lets it proceed.
+    let mut fixed = good.clone();
+    fixed["metadata"]["name"] = json!("max-weight");
+    apply(&client, ns, &fixed, &ssa()).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &canary_resource());
+    wait_for(
+        "the corrected Canary to initialize",
+        Duration::from_secs(60),
+        || async {
+            let c = api.get("max-weight").await?;
+            Ok((c.data["status"]["phase"] == "Initialized").then_some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", operator.logs()))?;
+    assert_eq!(
+        valid_condition(&client, ns, "max-weight")
+            .await?
+            .map(|c| c.0)
+            .as_deref(),
+        Some("True")
+    );
+    Ok(())
+}
