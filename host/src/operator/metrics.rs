@@ -17,7 +17,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `1m`, `30s`, `1m30s`: a Prometheus range from a duration.
 pub fn range(d: Duration) -> String {
     let s = d.as_secs().max(1);
-    if s % 60 == 0 {
+    if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

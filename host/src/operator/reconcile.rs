@@ -434,13 +434,15 @@ fn has_finalizer(obj: &CanaryObject) -> bool {
 }
 
 async fn set_finalizer(api: &Api<CanaryObject>, obj: &CanaryObject, on: bool) -> Result<(), Error> {
-    let mut list: Vec<String> = obj.metadata.finalizers.clone().unwrap_or_default();
+    // The list is replaced as a whole: read it fresh and write it with its
+    // resourceVersion, so a finalizer someone else adds meanwhile is not lost.
+    let fresh = api.get(obj.name()).await?;
+    let mut list: Vec<String> = fresh.metadata.finalizers.clone().unwrap_or_default();
     list.retain(|f| f != FINALIZER);
     if on {
         list.push(FINALIZER.into());
     }
-    let patch =
-        json!({"metadata": {"finalizers": list, "resourceVersion": obj.metadata.resource_version}});
+    let patch = json!({"metadata": {"finalizers": list, "resourceVersion": fresh.metadata.resource_version}});
     api.patch(obj.name(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())

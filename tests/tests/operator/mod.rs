@@ -50,7 +50,7 @@ fn fledge_binary() -> Result<PathBuf> {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "fledge")
             .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .last()
+            .next_back()
             .ok_or_else(|| "cargo build -p fledge named no executable".to_string())
     })
     .clone()
@@ -95,10 +95,6 @@ impl Operator {
             .spawn()
             .context("starting fledge operator")?;
         Ok(Operator { child, log, port })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     pub fn kill(&mut self) {
@@ -462,6 +458,18 @@ async fn bootstrap(
     client: &Client,
     ns: &str,
 ) -> Result<(Operator, Value, Receiver)> {
+    bootstrap_with(cluster, client, ns, &|c| c, true).await
+}
+
+/// [`bootstrap`] of `edit(test_canary)`; `check` compares every generated object with the
+/// guide's (weighted canary) shapes.
+async fn bootstrap_with(
+    cluster: &'static Cluster,
+    client: &Client,
+    ns: &str,
+    edit: &(dyn Fn(Value) -> Value + Sync),
+    check: bool,
+) -> Result<(Operator, Value, Receiver)> {
     create_namespace(
         client,
         ns,
@@ -482,7 +490,7 @@ async fn bootstrap(
         ns,
         &[&format!("--namespace={ns}"), "--log-level=info"],
     )?;
-    let canary = test_canary(ns, &hooks);
+    let canary = edit(test_canary(ns, &hooks));
     let started = Instant::now();
     let stored = apply(client, ns, &canary, &ssa()).await?;
     let status = wait_phase(client, ns, "Initialized", Duration::from_secs(90))
@@ -503,7 +511,18 @@ async fn bootstrap(
         (Some("True"), Some("Initialized"))
     );
     let uid = stored.metadata.uid.clone().unwrap_or_default();
-    check_bootstrap(client, ns, &uid).await?;
+    if check {
+        check_bootstrap(client, ns, &uid).await?;
+    }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], operator.port));
+    let ready = http::get(addr, "/readyz")?;
+    assert_eq!((ready.status, ready.body.as_str()), (200, "ok"), "/readyz");
+    assert_eq!(http::get(addr, "/healthz")?.status, 200, "/healthz");
+    let metrics = http::get(addr, "/metrics")?.body;
+    assert!(
+        metrics.contains("fledge_info{") && metrics.contains("fledge_analysis_steps_total "),
+        "{metrics}"
+    );
     Ok((operator, canary, hooks))
 }
 
@@ -582,7 +601,7 @@ async fn promotion(cluster: &'static Cluster, ns: &str) -> Result<()> {
         PROMOTE,
     )?;
 
-    let triggered = set_image(&client, &ns, "ghcr.io/stefanprodan/podinfo:6.0.1").await?;
+    let triggered = set_image(&client, ns, "ghcr.io/stefanprodan/podinfo:6.0.1").await?;
     let detected = wait_for(
         "New revision detected!",
         Duration::from_secs(30),
@@ -654,20 +673,6 @@ async fn rollback(cluster: &'static Cluster, ns: &str) -> Result<()> {
         &canary,
         ROLLBACK,
     )?;
-    let sim = cluster.simulator().context("no simulator")?;
-    let put = http::request(
-        sim,
-        "PUT",
-        &format!("/backends/{ns}/podinfo-canary"),
-        Some(r#"{"error_ratio": 0.5}"#),
-    )?;
-    ensure!(
-        (200..300).contains(&put.status),
-        "PUT backend: {} {}",
-        put.status,
-        put.body
-    );
-
     let triggered = set_image(&client, ns, "ghcr.io/stefanprodan/podinfo:6.0.2").await?;
     wait_phase(&client, ns, "Failed", Duration::from_secs(150))
         .await
@@ -725,7 +730,161 @@ impl MkDir for PathBuf {
     }
 }
 
-/// Bootstrap, promotion and rollback of the guide's Canary, concurrently in two namespaces.
+/// The guide's A/B test by header (two iterations): while it runs, the canary receives exactly
+/// the requests with `x-canary: insider` (a tenth of the apex router's traffic), then it is
+/// promoted.
+async fn ab_testing(cluster: &'static Cluster, ns: &str) -> Result<()> {
+    let client = cluster.client().await?;
+    let edit = |mut c: Value| {
+        let a = c["spec"]["analysis"].as_object_mut().expect("analysis");
+        a.remove("stepWeight");
+        a.remove("maxWeight");
+        a.insert("iterations".into(), json!(2));
+        a.insert(
+            "match".into(),
+            json!([{"headers": {"x-canary": {"exact": "insider"}}}]),
+        );
+        c
+    };
+    let (operator, _canary, _hooks) = bootstrap_with(cluster, &client, ns, &edit, false).await?;
+    let vr = mesh_object(&client, ns, "VirtualRouter", "podinfo").await?;
+    let routes = &vr.data["spec"]["routes"];
+    assert_eq!(
+        (
+            routes[0]["name"].as_str(),
+            routes[0]["priority"].as_i64(),
+            routes[1]["name"].as_str(),
+            routes[1]["priority"].as_i64()
+        ),
+        (Some("podinfo-a"), Some(10), Some("podinfo-b"), Some(20))
+    );
+    assert_eq!(
+        routes[0]["httpRoute"]["match"]["headers"],
+        json!([{"name": "x-canary", "match": {"exact": "insider"}}])
+    );
+    let triggered = set_image(&client, ns, "ghcr.io/stefanprodan/podinfo:6.0.1").await?;
+    let iteration = format!("Advance podinfo.{ns} canary iteration 1/2");
+    wait_for(
+        "the first A/B iteration",
+        Duration::from_secs(60),
+        || async {
+            Ok(events_since(&client, ns, triggered)
+                .await?
+                .contains(&iteration)
+                .then_some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", operator.logs()))?;
+    let canary_key = format!("{ns}/podinfo-canary");
+    let primary_key = format!("{ns}/podinfo-primary");
+    let totals = || -> Result<(u64, u64)> {
+        let st = super::sim_state(cluster)?;
+        let get = |k: &str| st.totals.get(k).map(|t| t.requests).unwrap_or(0);
+        Ok((get(&canary_key), get(&primary_key)))
+    };
+    // Routes -a then sends insiders to the canary; give the simulator a refresh to see it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = totals()?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = totals()?;
+    let (canary, primary) = (after.0 - before.0, after.1 - before.1);
+    let share = canary as f64 / (canary + primary).max(1) as f64 * 100.0;
+    println!(
+        "{ns}: canary share during the A/B iterations {share:.1}% of {} requests",
+        canary + primary
+    );
+    assert!(
+        canary + primary > 100,
+        "too little traffic: {canary} + {primary}"
+    );
+    assert!(
+        (share - 10.0).abs() <= 3.0,
+        "only the insiders (10 %) may reach the canary: {share:.1}%"
+    );
+    wait_phase(&client, ns, "Succeeded", Duration::from_secs(150))
+        .await
+        .with_context(|| format!("operator log:\n{}", operator.logs()))?;
+    assert_eq!(
+        image_of(&client, ns, "podinfo-primary").await?,
+        "ghcr.io/stefanprodan/podinfo:6.0.1"
+    );
+    Ok(())
+}
+
+/// Deleting a Canary: without `revertOnDeletion` the garbage collector removes every generated
+/// object and the target stays at zero; with it, the target gets its replicas back first.
+async fn deletion(cluster: &'static Cluster, ns: &str, revert: bool) -> Result<()> {
+    let client = cluster.client().await?;
+    let edit = move |mut c: Value| {
+        if revert {
+            c["spec"]["revertOnDeletion"] = json!(true);
+        }
+        c
+    };
+    let (operator, _canary, _hooks) = bootstrap_with(cluster, &client, ns, &edit, false).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &canary_resource());
+    if revert {
+        let c = api.get("podinfo").await?;
+        assert_eq!(
+            c.metadata.finalizers,
+            Some(vec!["finalizer.flagger.app".to_string()])
+        );
+    }
+    api.delete("podinfo", &Default::default()).await?;
+    wait_for("the Canary to go", Duration::from_secs(60), || async {
+        Ok(api.get_opt("podinfo").await?.is_none().then_some(()))
+    })
+    .await
+    .with_context(|| format!("operator log:\n{}", operator.logs()))?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        "the garbage collector to remove the generated objects",
+        Duration::from_secs(60),
+        || async {
+            let mut left = 0;
+            left += usize::from(deployments.get_opt("podinfo-primary").await?.is_some());
+            left += services.list(&ListParams::default()).await?.items.len();
+            for kind in ["VirtualNode", "VirtualRouter", "VirtualService"] {
+                left += Api::<DynamicObject>::namespaced_with(client.clone(), ns, &appmesh(kind))
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .len();
+            }
+            Ok((left == 0).then_some(()))
+        },
+    )
+    .await?;
+    let replicas = replicas_of(&client, ns, "podinfo").await?;
+    if revert {
+        assert_eq!(
+            replicas, 2,
+            "revertOnDeletion gives the target the primary's replicas"
+        );
+        let notes: Vec<String> = events(&client, ns, "podinfo")
+            .await?
+            .into_iter()
+            .map(|e| e.1)
+            .collect();
+        for m in [
+            format!("Terminating canary podinfo.{ns}"),
+            format!("Terminated canary podinfo.{ns}"),
+        ] {
+            assert!(notes.contains(&m), "{m} missing from {notes:#?}");
+        }
+    } else {
+        assert_eq!(
+            replicas, 0,
+            "without revertOnDeletion the target stays at zero"
+        );
+    }
+    Ok(())
+}
+
+/// Bootstrap, promotion, rollback, A/B testing and deletion of the guide's Canaries,
+/// concurrently in namespaces of the shared cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_bootstraps_promotes_and_rolls_back() -> Result<()> {
     let Some(cluster) = world("operator_bootstraps_promotes_and_rolls_back") else {
@@ -734,14 +893,69 @@ async fn operator_bootstraps_promotes_and_rolls_back() -> Result<()> {
     let started = Instant::now();
     let client = cluster.client().await?;
     install_fledge_crds(cluster, &client).await?;
-    let (p, r) = tokio::join!(
+    // The simulator's traffic, set once before anything runs: half the rollback canary's
+    // requests fail; the A/B apex router gets one insider in ten requests, and nothing goes
+    // into its `-canary` router, so only header-matched requests can reach the canary.
+    let sim = cluster.simulator().context("no simulator")?;
+    let mut config: fledge_e2e::mesh::SimConfig =
+        serde_json::from_str(&http::get(sim, "/config")?.body)?;
+    config.backends.insert(
+        "op-rollback/podinfo-canary".into(),
+        fledge_e2e::mesh::Behaviour {
+            error_ratio: 0.5,
+            ..Default::default()
+        },
+    );
+    let plain = fledge_e2e::mesh::RequestClass {
+        weight: 9.0,
+        ..Default::default()
+    };
+    let insider = fledge_e2e::mesh::RequestClass {
+        weight: 1.0,
+        headers: [("x-canary".to_string(), "insider".to_string())].into(),
+        ..Default::default()
+    };
+    config.routers.insert(
+        "op-ab/podinfo".into(),
+        fledge_e2e::mesh::RouterTraffic {
+            rps: 100.0,
+            requests: Some(vec![plain, insider]),
+        },
+    );
+    config.routers.insert(
+        "op-ab/podinfo-canary".into(),
+        fledge_e2e::mesh::RouterTraffic {
+            rps: 0.0,
+            requests: None,
+        },
+    );
+    let put = http::request(
+        sim,
+        "PUT",
+        "/config",
+        Some(&serde_json::to_string(&config)?),
+    )?;
+    ensure!(
+        (200..300).contains(&put.status),
+        "PUT /config: {} {}",
+        put.status,
+        put.body
+    );
+
+    let (p, r, ab, gc, revert) = tokio::join!(
         promotion(cluster, "op-promote"),
-        rollback(cluster, "op-rollback")
+        rollback(cluster, "op-rollback"),
+        ab_testing(cluster, "op-ab"),
+        deletion(cluster, "op-delete", false),
+        deletion(cluster, "op-revert", true),
     );
     p.context("promotion")?;
     r.context("rollback")?;
+    ab.context("A/B testing")?;
+    gc.context("deletion")?;
+    revert.context("deletion with revertOnDeletion")?;
     println!(
-        "bootstrap + promotion + rollback: {:.1}s",
+        "operator scenarios: {:.1}s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -906,6 +1120,109 @@ async fn operator_rejects_invalid_canaries() -> Result<()> {
             .map(|c| c.0)
             .as_deref(),
         Some("True")
+    );
+    Ok(())
+}
+
+/// The holder of the leader election Lease in `ns`.
+async fn lease_holder(client: &Client, ns: &str) -> Result<Option<String>> {
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .get_opt("fledge-leader-election")
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity))
+}
+
+/// Two replicas with leader election: one leads, the other waits; `kill -9` of the leader in
+/// the middle of an analysis hands the Lease over within 15 s, and the run ends as
+/// `fledge simulate` says, every step once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_leader_failover() -> Result<()> {
+    let Some(cluster) = world("operator_leader_failover") else {
+        return Ok(());
+    };
+    let client = cluster.client().await?;
+    install_fledge_crds(cluster, &client).await?;
+    let ns = "op-leader";
+    create_namespace(&client, ns, &[]).await?;
+    for file in [
+        "manifests/podinfo-deployment.yaml",
+        "manifests/podinfo-hpa.yaml",
+    ] {
+        for doc in manifest(file) {
+            apply(&client, ns, &doc, &ssa()).await?;
+        }
+    }
+    let args = [
+        format!("--namespace={ns}"),
+        "--leader-election".to_string(),
+        format!("--leader-election-namespace={ns}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut first = Operator::start(cluster, "op-leader-a", &args)?;
+    let leader = wait_for("a leader", Duration::from_secs(30), || async {
+        lease_holder(&client, ns).await
+    })
+    .await
+    .with_context(|| format!("operator log:\n{}", first.logs()))?;
+    let second = Operator::start(cluster, "op-leader-b", &args)?;
+    let hooks = Receiver::start().await?;
+    let canary = test_canary(ns, &hooks);
+    apply(&client, ns, &canary, &ssa()).await?;
+    wait_phase(&client, ns, "Initialized", Duration::from_secs(90))
+        .await
+        .with_context(|| format!("operator log:\n{}", first.logs()))?;
+    assert_eq!(
+        lease_holder(&client, ns).await?.as_deref(),
+        Some(leader.as_str()),
+        "the first replica still leads"
+    );
+    assert!(
+        !second.logs().contains("\"msg\":\"leading\""),
+        "the second replica must wait:\n{}",
+        second.logs()
+    );
+
+    let expected = simulated(
+        &cluster.dir().join("logs").join(ns).tap_mkdir()?,
+        &canary,
+        PROMOTE,
+    )?;
+    let triggered = set_image(&client, ns, "ghcr.io/stefanprodan/podinfo:6.0.1").await?;
+    let advanced = format!("Advance podinfo.{ns} canary weight 50");
+    wait_for("the first weight step", Duration::from_secs(60), || async {
+        Ok(events_since(&client, ns, triggered)
+            .await?
+            .contains(&advanced)
+            .then_some(()))
+    })
+    .await
+    .with_context(|| format!("operator log:\n{}", first.logs()))?;
+    first.kill();
+    let killed = Instant::now();
+    let next = wait_for(
+        "the standby to take the Lease",
+        Duration::from_secs(30),
+        || async { Ok(lease_holder(&client, ns).await?.filter(|h| *h != leader)) },
+    )
+    .await?;
+    let failover = killed.elapsed();
+    println!(
+        "{ns}: Lease moved from {leader} to {next} {:.1}s after kill -9",
+        failover.as_secs_f64()
+    );
+    assert!(
+        failover < Duration::from_secs(15),
+        "failover took {failover:?}"
+    );
+    wait_phase(&client, ns, "Succeeded", Duration::from_secs(120))
+        .await
+        .with_context(|| format!("second operator log:\n{}", second.logs()))?;
+    let got = settled_events(&client, ns, triggered, &expected).await?;
+    assert_eq!(
+        got, expected,
+        "Events differ from `fledge simulate --format events`"
     );
     Ok(())
 }
