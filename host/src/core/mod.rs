@@ -20,6 +20,7 @@ pub mod messages;
 pub mod readiness;
 pub mod revision;
 pub mod rollout;
+pub mod text;
 pub mod validate;
 
 pub use judge::{Judge, JudgeError};
