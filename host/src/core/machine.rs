@@ -364,17 +364,21 @@ fn analyse(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
     if let Some(decided) = &t.obs.decision {
         return apply(t, decided.clone());
     }
-    let input = policy_input(t, webhooks, metrics.to_vec());
-    let decision = match judge.decide(&input) {
-        Ok(d) => guard(&input, d),
-        // A policy that cannot judge must not keep a bad canary alive: at the
-        // threshold the host rolls back on its own.
-        Err(_) if t.old.failed_checks >= r.analysis.threshold && phase != Phase::Promoting => {
+    // The policy says what counts as a failed check; the Canary's threshold
+    // says how many are too many. At the threshold the host rolls back, so a
+    // policy that keeps holding (or keeps failing) cannot keep a bad canary alive.
+    if t.old.failed_checks >= r.analysis.threshold && phase != Phase::Promoting {
+        return apply(
+            t,
             Decision::Rollback(format!(
                 "failed checks threshold reached {}",
                 t.old.failed_checks
-            ))
-        }
+            )),
+        );
+    }
+    let input = policy_input(t, webhooks, metrics.to_vec());
+    let decision = match judge.decide(&input) {
+        Ok(d) => guard(&input, d),
         Err(e) => Decision::failed_check(msg::policy_failed(&e.0)),
     };
     apply(t, decision)
