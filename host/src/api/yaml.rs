@@ -232,15 +232,17 @@ fn syntax(e: serde_saphyr::Error) -> Issue {
         Some((m, _)) => m.to_string(),
         None => msg,
     };
-    let msg = if msg.contains("Depth {") || msg.contains("recursion limit") {
+    let too_deep = msg.contains("Depth {") || msg.contains("recursion limit");
+    let fix_budget = too_deep
+        || matches!(e.without_snippet(), serde_saphyr::Error::Budget { .. })
+        || msg.contains("limit")
+        || msg.contains("depth");
+    let msg = if too_deep {
         format!("nested deeper than {MAX_DEPTH} levels")
     } else {
         msg
     };
-    let fix = if matches!(e.without_snippet(), serde_saphyr::Error::Budget { .. })
-        || msg.contains("limit")
-        || msg.contains("depth")
-    {
+    let fix = if fix_budget {
         format!(
             "Fledge reads YAML nested at most {MAX_DEPTH} levels deep, with at most {MAX_ALIASES} aliases and {MAX_NODES} nodes; simplify the input"
         )

@@ -2,12 +2,18 @@
 //! every judgement asked of the policy.
 use super::messages::{self as msg, alert};
 use super::rollout::{Rollout, Severity};
-use super::validate::validate_decision;
-use super::{Action, Alert, Event, Judge, Observations, Outcome, Request, Status, Tick};
-use fledge_policy::{
-    Decision, MetricResult, MetricValue, Phase, PolicyInput, Readiness, RoutePlan, State, Strategy,
-    WebhookKind, WebhookResult,
+use super::text;
+use super::validate::{validate_decision, MAX_REASON_BYTES};
+use super::{
+    Action, Alert, Event, Judge, Observations, Outcome, PostRollout, Request, Status, Tick,
 };
+use fledge_policy::{
+    Decision, MetricResult, Phase, PolicyInput, Readiness, RoutePlan, State, Strategy, WebhookKind,
+    WebhookResult,
+};
+
+/// Longest Event note: a reason plus the canary's words around it.
+const EVENT_BYTES: usize = MAX_REASON_BYTES * 2;
 
 /// Runs one step of `rollout` from `status` with what was observed.
 pub fn step(rollout: &Rollout, status: &Status, obs: &Observations, judge: &dyn Judge) -> Outcome {
@@ -30,6 +36,9 @@ struct Step<'a> {
     old: &'a Status,
     status: Status,
     actions: Vec<Action>,
+    post_rollout: Option<PostRollout>,
+    /// Index in `actions` from which actions follow the post-rollout hooks.
+    ended_at: Option<usize>,
 }
 
 type Stage = Result<(), Request>;
@@ -42,10 +51,15 @@ impl<'a> Step<'a> {
             old,
             status: old.clone(),
             actions: Vec::new(),
+            post_rollout: None,
+            ended_at: None,
         }
     }
 
     fn done(mut self) -> Outcome {
+        if let (Some(post), Some(at)) = (&mut self.post_rollout, self.ended_at) {
+            post.then = self.actions.split_off(at);
+        }
         if self.status.phase != self.old.phase {
             self.status.last_transition = self.obs.now;
         }
@@ -53,6 +67,7 @@ impl<'a> Step<'a> {
             status: self.status,
             actions: self.actions,
             requeue: self.r.interval(),
+            post_rollout: self.post_rollout,
         })
     }
 
@@ -60,7 +75,7 @@ impl<'a> Step<'a> {
         self.actions.push(Action::Event(Event {
             warning,
             reason,
-            message,
+            message: text::one_line(&message, EVENT_BYTES),
             log: None,
         }));
     }
@@ -76,6 +91,16 @@ impl<'a> Step<'a> {
             message: message.into(),
             muted,
         }));
+    }
+
+    /// Ends the analysis in `phase`: the post-rollout hooks run once the
+    /// step is carried out, and events emitted after this call follow them.
+    fn end(&mut self, phase: Phase) {
+        self.post_rollout = Some(PostRollout {
+            phase,
+            then: Vec::new(),
+        });
+        self.ended_at = Some(self.actions.len());
     }
 
     fn set_phase(&mut self, phase: Phase) {
@@ -94,6 +119,13 @@ impl<'a> Step<'a> {
             return Some(&[]);
         }
         self.obs.webhooks.get(&kind).map(Vec::as_slice)
+    }
+
+    /// Whether the webhook `name` of `kind` has `muteAlert` set.
+    fn muted(&self, kind: WebhookKind, name: &str) -> bool {
+        self.r
+            .webhooks_of(kind)
+            .any(|w| w.name == name && w.mute_alert)
     }
 
     /// Emits `<Type> check <hook> passed` for each passed hook of a gate.
@@ -130,30 +162,43 @@ fn run(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
         Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting
     );
     // In the analysis phases the policy judges readiness; before them the
-    // host only waits for a healthy primary.
+    // host only waits for a healthy primary, and a primary past its
+    // deadline fails the rollout.
     if !analysing && !t.r.skip_analysis {
-        if let Readiness::NotReady(why) | Readiness::DeadlineExceeded(why) = &t.obs.primary_ready {
-            t.warning("NotReady", why.clone());
-            return Ok(());
+        match &t.obs.primary_ready {
+            Readiness::Ready => {}
+            Readiness::NotReady(why) => {
+                t.warning("NotReady", why.clone());
+                return Ok(());
+            }
+            Readiness::DeadlineExceeded(why) => return deadline_rollback(t, why),
         }
     }
     if !active || phase == Phase::Waiting {
         return start(t);
     }
-    if matches!(phase, Phase::Progressing | Phase::WaitingPromotion)
-        && t.obs.revision != t.old.last_applied_spec
-    {
-        t.normal("Restart", msg::restart(t.r));
-        t.actions.push(Action::SetRoutes(RoutePlan::weighted(0)));
-        t.status = Status {
-            phase: Phase::Progressing,
-            last_applied_spec: t.obs.revision.clone(),
-            ..t.old.clone()
-        };
-        t.status.canary_weight = 0;
-        t.status.failed_checks = 0;
-        t.status.iterations = 0;
-        return Ok(());
+    if matches!(phase, Phase::Progressing | Phase::WaitingPromotion) {
+        if changed {
+            t.normal("Restart", msg::restart(t.r));
+            t.actions.push(Action::SetRoutes(RoutePlan::weighted(0)));
+            t.status = Status {
+                phase: Phase::Progressing,
+                canary_weight: 0,
+                failed_checks: 0,
+                iterations: 0,
+                last_applied_spec: t.obs.revision.clone(),
+                ..t.old.clone()
+            };
+            return Ok(());
+        }
+        // Back at the promoted revision (a manual rollback of the target):
+        // not a new revision, so no restart; what gets promoted is what runs.
+        t.status.last_applied_spec = t.obs.revision.clone();
+        // A progress deadline is not a judgement: past it the canary cannot
+        // become healthy in time, whatever a policy would say.
+        if let Readiness::DeadlineExceeded(why) = &t.obs.canary_ready {
+            return deadline_rollback(t, why);
+        }
     }
     if t.r.skip_analysis {
         return skip_analysis(t);
@@ -172,9 +217,27 @@ fn revision_changed(s: &Status, revision: &str) -> bool {
 }
 
 fn initialize(t: &mut Step<'_>) -> Stage {
-    if let Readiness::NotReady(why) | Readiness::DeadlineExceeded(why) = &t.obs.primary_ready {
-        t.warning("NotReady", why.clone());
-        return Ok(());
+    match &t.obs.primary_ready {
+        Readiness::Ready => {}
+        Readiness::NotReady(why) => {
+            t.warning("NotReady", why.clone());
+            return Ok(());
+        }
+        Readiness::DeadlineExceeded(why) => {
+            // The primary never became healthy: initialization fails. The
+            // target keeps running, as it is the only healthy copy.
+            let why = why.clone();
+            t.warning("NotReady", why.clone());
+            t.alert(Severity::Error, why, false);
+            t.warning("Rollback", msg::initialization_failed(t.r));
+            t.status = Status {
+                phase: Phase::Failed,
+                last_applied_spec: t.obs.revision.clone(),
+                ..Status::default()
+            };
+            t.end(Phase::Failed);
+            return Ok(());
+        }
     }
     t.actions.push(Action::ScaleCanaryToZero);
     t.status = Status {
@@ -194,9 +257,7 @@ fn start(t: &mut Step<'_>) -> Stage {
     if let Some(closed) = first_failed(gate) {
         if t.old.phase != Phase::Waiting {
             let text = msg::waiting_approval(t.r, &closed.name);
-            let muted =
-                t.r.webhooks_of(WebhookKind::ConfirmRollout)
-                    .any(|w| w.name == closed.name && w.mute_alert);
+            let muted = t.muted(WebhookKind::ConfirmRollout, &closed.name);
             t.warning("Halt", text);
             t.alert(Severity::Warn, alert::WAITING_APPROVAL, muted);
             t.set_phase(Phase::Waiting);
@@ -224,9 +285,14 @@ fn start(t: &mut Step<'_>) -> Stage {
 }
 
 fn skip_analysis(t: &mut Step<'_>) -> Stage {
-    if let Readiness::NotReady(why) | Readiness::DeadlineExceeded(why) = &t.obs.canary_ready {
-        t.warning("NotReady", why.clone());
-        return Ok(());
+    match &t.obs.canary_ready {
+        Readiness::Ready => {}
+        Readiness::NotReady(why) => {
+            t.warning("NotReady", why.clone());
+            return Ok(());
+        }
+        // Skipping the analysis never skips the deadline.
+        Readiness::DeadlineExceeded(why) => return deadline_rollback(t, why),
     }
     t.actions.push(Action::SetRoutes(RoutePlan::weighted(0)));
     t.normal("Promote", msg::copying(t.r));
@@ -241,29 +307,18 @@ fn finalise(t: &mut Step<'_>) -> Stage {
 }
 
 fn succeed(t: &mut Step<'_>, text: String, alert_text: &str) -> Stage {
-    let post = t.hooks(WebhookKind::PostRollout, Phase::Succeeded)?;
-    post_rollout_events(t, post);
+    // failedChecks keeps its count (Flagger resets it only for a new revision).
     t.status = Status {
         phase: Phase::Succeeded,
         canary_weight: 0,
-        failed_checks: 0,
         iterations: 0,
         last_promoted_spec: t.old.last_applied_spec.clone(),
         ..t.old.clone()
     };
+    t.end(Phase::Succeeded);
     t.normal("Succeeded", text);
     t.alert(Severity::Info, alert_text, false);
     Ok(())
-}
-
-fn post_rollout_events(t: &mut Step<'_>, post: &[WebhookResult]) {
-    for h in post {
-        if h.passed {
-            t.normal("Synced", msg::check_passed(h.kind, &h.name));
-        } else {
-            t.warning("Synced", msg::post_rollout_failed(&h.name, &h.message));
-        }
-    }
 }
 
 /// Progressing, WaitingPromotion and Promoting: gather this step's checks, ask
@@ -280,22 +335,27 @@ fn analyse(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
     // first failure. Judging what was gathered is the policy's job.
     let judging = ready && phase != Phase::Promoting;
     if judging {
-        let rollback = t.hooks(WebhookKind::Rollback, phase)?;
-        webhooks.extend_from_slice(rollback);
-        let manual_rollback = rollback.iter().any(|h| h.passed);
-        if !manual_rollback && t.old.failed_checks < r.analysis.threshold {
+        let rollback_hooks = t.hooks(WebhookKind::Rollback, phase)?;
+        if rollback_hook_fired(t, rollback_hooks) {
+            // A person asked for it: not a judgement, so no policy can veto it.
+            t.warning("Rollback", msg::manual_rollback(r));
+            t.alert(Severity::Warn, alert::MANUAL_ROLLBACK, false);
+            return rollback(t);
+        }
+        webhooks.extend_from_slice(rollback_hooks);
+        if t.old.failed_checks < r.analysis.threshold {
             let first_step = t.obs.routes.canary == 0 && t.old.iterations == 0;
             let kind = if first_step {
                 WebhookKind::PreRollout
             } else {
                 WebhookKind::Rollout
             };
-            let hooks = t.hooks(kind, phase)?;
+            let hooks = t.hooks(kind, Phase::Progressing)?;
             webhooks.extend_from_slice(hooks);
             if first_step {
                 t.passed_events(hooks);
-            } else if first_failed(hooks).is_none() {
-                metrics = gather_metrics(t)?;
+            } else if first_failed(hooks).is_none() && !r.metrics.is_empty() {
+                metrics = t.obs.metrics.as_deref().ok_or(Request::Metrics)?;
             }
         }
     }
@@ -320,30 +380,16 @@ fn analyse(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
     apply(t, decision)
 }
 
-/// Queries metrics one at a time, built-in ones first, up to and including
-/// the first that is out of range or failed.
-fn gather_metrics<'a>(t: &Step<'a>) -> Result<&'a [MetricResult], Request> {
-    let r = t.r;
-    let builtin = |i: &usize| matches!(r.metrics[*i].source, super::rollout::MetricSource::Builtin);
-    let order: Vec<usize> = (0..r.metrics.len())
-        .filter(builtin)
-        .chain((0..r.metrics.len()).filter(|i| !builtin(i)))
-        .collect();
-    let got = &t.obs.metrics;
-    if let Some(last) = got.last() {
-        let spec = &r.metrics[order[got.len() - 1]];
-        let stop = match last.value {
-            MetricValue::Value(v) => !spec.in_range(v),
-            MetricValue::Error(_) => true,
-        };
-        if stop {
-            return Ok(got);
+/// Emits Flagger's event for each rollback hook called; true when one fired.
+fn rollback_hook_fired(t: &mut Step<'_>, results: &[WebhookResult]) -> bool {
+    for h in results {
+        if h.passed {
+            t.warning("Rollback", msg::check_passed(h.kind, &h.name));
+            return true;
         }
+        t.normal("Synced", msg::rollback_not_signaled(&h.name));
     }
-    match order.get(got.len()) {
-        Some(&index) => Err(Request::Metric { index }),
-        None => Ok(got),
-    }
+    false
 }
 
 fn policy_input(
@@ -389,16 +435,56 @@ fn apply(t: &mut Step<'_>, decision: Decision) -> Stage {
             Ok(())
         }
         Decision::Hold(h) => {
-            t.warning("Halt", msg::halt(r, &h.reason));
+            // A metric error is worded by the shell in Flagger's words; a hold
+            // that points at it is shown as that text.
+            let metric_error = t.obs.metrics.iter().flatten().any(
+                |m| matches!(&m.value, fledge_policy::MetricValue::Error(e) if *e == h.reason),
+            );
+            let text = if metric_error {
+                h.reason.clone()
+            } else {
+                msg::halt(r, &h.reason)
+            };
+            t.warning("Halt", text);
             if h.failed_check {
                 t.status.failed_checks = t.old.failed_checks.saturating_add(1);
             }
             Ok(())
         }
-        Decision::Rollback(reason) => rollback(t, &reason),
-        Decision::Promote if phase == Phase::Promoting => Ok(()),
+        Decision::Rollback(reason) if phase == Phase::Promoting => promotion_failed(t, &reason),
+        Decision::Rollback(reason) => {
+            t.warning("Rollback", msg::rolling_back(r, &reason));
+            if let Some(n) = reason.strip_prefix("failed checks threshold reached ") {
+                t.alert(
+                    Severity::Error,
+                    format!("Failed checks threshold reached {n}"),
+                    false,
+                );
+            } else {
+                t.alert(Severity::Error, format!("Rolling back: {reason}"), false);
+            }
+            rollback(t)
+        }
+        // Promote while promoting means "finish it": all traffic to the
+        // primary, rather than a step that changes nothing.
+        Decision::Promote if phase == Phase::Promoting => apply(
+            t,
+            Decision::Advance(fledge_policy::Advance {
+                route: RoutePlan::weighted(0),
+                iteration: t.old.iterations,
+            }),
+        ),
         Decision::Promote => {
-            if !gate(t, WebhookKind::ConfirmPromotion, &Decision::Promote)? {
+            // A weighted canary asks for a traffic increase before every
+            // step, the one that promotes at maxWeight included.
+            let decided = Decision::Promote;
+            if r.strategy == Strategy::Canary
+                && phase == Phase::Progressing
+                && !gate(t, WebhookKind::ConfirmTrafficIncrease, &decided)?
+            {
+                return Ok(());
+            }
+            if !gate(t, WebhookKind::ConfirmPromotion, &decided)? {
                 return Ok(());
             }
             t.normal("Promote", msg::copying(r));
@@ -427,6 +513,7 @@ fn apply(t: &mut Step<'_>, decision: Decision) -> Stage {
             match r.strategy {
                 Strategy::Canary => {
                     if a.route.canary_weight > t.obs.routes.canary
+                        && phase == Phase::Progressing
                         && !gate(t, WebhookKind::ConfirmTrafficIncrease, &decided)?
                     {
                         return Ok(());
@@ -463,14 +550,12 @@ fn apply(t: &mut Step<'_>, decision: Decision) -> Stage {
 fn gate(t: &mut Step<'_>, kind: WebhookKind, decided: &Decision) -> Result<bool, Request> {
     let results = t.results(kind).ok_or_else(|| Request::Gate {
         kind,
-        phase: t.old.phase,
+        phase: Phase::Progressing,
         decision: decided.clone(),
     })?;
     if let Some(closed) = first_failed(results) {
         let name = closed.name.clone();
-        let muted =
-            t.r.webhooks_of(kind)
-                .any(|w| w.name == name && w.mute_alert);
+        let muted = t.muted(kind, &name);
         match kind {
             WebhookKind::ConfirmPromotion => {
                 if t.old.phase != Phase::WaitingPromotion {
@@ -490,47 +575,41 @@ fn gate(t: &mut Step<'_>, kind: WebhookKind, decided: &Decision) -> Result<bool,
     Ok(true)
 }
 
-fn rollback(t: &mut Step<'_>, reason: &str) -> Stage {
-    let r = t.r;
-    if t.old.phase == Phase::Promoting {
-        // The primary cannot take the new version. The canary, which passed
-        // its analysis, keeps serving its share and is not scaled down; unlike
-        // Flagger, it is not given all traffic, so the canary never carries
-        // more than the maximum weight the Canary allows.
-        let post = t.hooks(WebhookKind::PostRollout, Phase::Failed)?;
-        t.warning("Rollback", msg::promotion_failed(r, reason));
-        t.alert(
-            Severity::Error,
-            format!("Promotion failed, primary not ready: {reason}"),
-            false,
-        );
-        post_rollout_events(t, post);
-        t.status = Status {
-            phase: Phase::Failed,
-            canary_weight: t.obs.routes.canary,
-            failed_checks: 0,
-            iterations: 0,
-            ..t.old.clone()
-        };
-        return Ok(());
-    }
-    let post = t.hooks(WebhookKind::PostRollout, Phase::Failed)?;
-    t.warning("Rollback", msg::rolling_back(r, reason));
-    if let Some(n) = reason.strip_prefix("failed checks threshold reached ") {
-        t.alert(
-            Severity::Error,
-            format!("Failed checks threshold reached {n}"),
-            false,
-        );
-    } else if reason == "manual webhook invoked" {
-        t.alert(Severity::Warn, alert::MANUAL_ROLLBACK, false);
-    } else {
-        t.alert(Severity::Error, format!("Rolling back: {reason}"), false);
-    }
+/// The primary cannot take the new version. The canary, which passed its
+/// analysis, keeps serving its share and is not scaled down; unlike Flagger,
+/// it is not given all traffic, so the canary never carries more than the
+/// maximum weight the Canary allows.
+fn promotion_failed(t: &mut Step<'_>, reason: &str) -> Stage {
+    t.warning("Rollback", msg::promotion_failed(t.r, reason));
+    t.alert(
+        Severity::Error,
+        format!("Promotion failed, primary not ready: {reason}"),
+        false,
+    );
+    t.status = Status {
+        phase: Phase::Failed,
+        canary_weight: t.obs.routes.canary,
+        failed_checks: 0,
+        iterations: 0,
+        ..t.old.clone()
+    };
+    t.end(Phase::Failed);
+    Ok(())
+}
+
+/// A Deployment missed its progress deadline: Flagger's readiness error, then
+/// the rollback; the alert says what the Event says.
+fn deadline_rollback(t: &mut Step<'_>, why: &str) -> Stage {
+    t.warning("NotReady", why.to_string());
+    t.alert(Severity::Error, why.to_string(), false);
+    rollback(t)
+}
+
+/// All traffic back to the primary, the canary scaled to zero, Failed.
+fn rollback(t: &mut Step<'_>) -> Stage {
     t.actions.push(Action::SetRoutes(RoutePlan::weighted(0)));
-    t.warning("Rollback", msg::canary_failed(r));
+    t.warning("Rollback", msg::canary_failed(t.r));
     t.actions.push(Action::ScaleCanaryToZero);
-    post_rollout_events(t, post);
     t.status = Status {
         phase: Phase::Failed,
         canary_weight: 0,
@@ -538,5 +617,6 @@ fn rollback(t: &mut Step<'_>, reason: &str) -> Stage {
         iterations: 0,
         ..t.old.clone()
     };
+    t.end(Phase::Failed);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Event and log texts, word for word as Flagger users know them. Where the
 //! App Mesh guide and later Flagger releases word a message differently, the
 //! guide's wording is used.
-use super::rollout::Rollout;
+use super::rollout::{MetricSource, MetricSpec, Rollout};
 
 pub fn suspended() -> String {
     "skipping canary run as object is suspended".into()
@@ -56,6 +56,12 @@ pub fn check_passed(kind: fledge_policy::WebhookKind, hook: &str) -> String {
 pub fn post_rollout_failed(hook: &str, err: &str) -> String {
     format!("Post-rollout hook {hook} failed {err}")
 }
+pub fn rollback_not_signaled(hook: &str) -> String {
+    format!("Rollback hook {hook} not signaling a rollback")
+}
+pub fn manual_rollback(r: &Rollout) -> String {
+    rolling_back(r, "manual webhook invoked")
+}
 pub fn halt(r: &Rollout, reason: &str) -> String {
     format!("Halt {} advancement {reason}", r.id())
 }
@@ -97,12 +103,60 @@ pub fn rolling_back(r: &Rollout, reason: &str) -> String {
 pub fn canary_failed(r: &Rollout) -> String {
     format!("Canary failed! Scaling down {}", r.id())
 }
+pub fn initialization_failed(r: &Rollout) -> String {
+    format!(
+        "Initialization of {} failed! {}.{} is not ready; {} keeps running",
+        r.id(),
+        r.primary(),
+        r.namespace,
+        r.target_id()
+    )
+}
 pub fn promotion_failed(r: &Rollout, err: &str) -> String {
     format!(
         "Promotion of {} failed, primary not ready: {err}",
         r.target_id()
     )
 }
+/// Why a metric has no value, in Flagger's words for its kind of source
+/// (`pkg/controller/scheduler_metrics.go`). The shell words the error, the
+/// policy's hold points at it, and the Event carries it unchanged.
+pub fn metric_query_failed(spec: &MetricSpec, err: &str) -> String {
+    match &spec.source {
+        MetricSource::Builtin => format!("Prometheus query failed: {err}"),
+        MetricSource::Query(_) => format!("Prometheus query failed for {}: {err}", spec.name),
+        MetricSource::Template { .. } => format!("Metric query failed for {}: {err}", spec.name),
+    }
+}
+
+/// The query ran but returned nothing (or NaN): the canary is probably not
+/// receiving traffic. Flagger appends the provider's error only for
+/// `request-success-rate` and templates.
+pub fn metric_no_values(r: &Rollout, spec: &MetricSpec, err: &str) -> String {
+    match &spec.source {
+        MetricSource::Builtin => {
+            let text = format!(
+                "Halt advancement no values found for {} metric {} probably {} is not receiving traffic",
+                r.provider,
+                spec.name,
+                r.target_id()
+            );
+            if spec.name == "request-duration" {
+                text
+            } else {
+                format!("{text}: {err}")
+            }
+        }
+        MetricSource::Query(_) => {
+            format!("Halt advancement no values found for metric: {}", spec.name)
+        }
+        MetricSource::Template { .. } => format!(
+            "Halt advancement no values found for custom metric: {}: {err}",
+            spec.name
+        ),
+    }
+}
+
 pub fn policy_failed(err: &str) -> String {
     format!("policy failed: {err}")
 }

@@ -20,6 +20,7 @@ pub mod messages;
 pub mod readiness;
 pub mod revision;
 pub mod rollout;
+pub mod text;
 pub mod validate;
 
 pub use judge::{Judge, JudgeError};
@@ -78,8 +79,9 @@ pub struct Observations {
     /// Results of the webhooks called this step, by type, in spec order; a
     /// type that is absent has not been called yet.
     pub webhooks: BTreeMap<WebhookKind, Vec<WebhookResult>>,
-    /// Metrics queried this step, in query order.
-    pub metrics: Vec<MetricResult>,
+    /// Metrics queried this step, in [`Rollout::query_order`]; `None` until
+    /// a [`Request::Metrics`] was answered.
+    pub metrics: Option<Vec<MetricResult>>,
     /// The policy's decision of this step, once a [`Request::Gate`] brought
     /// it back, so the policy is asked once per step.
     pub decision: Option<Decision>,
@@ -88,11 +90,14 @@ pub struct Observations {
 /// I/O the core needs before it can finish a step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// Call the webhooks of this type in spec order, stopping at the first
-    /// failure, and record their results under `Observations::webhooks`.
+    /// Call the webhooks of this type in spec order, sending `phase` in the
+    /// payload, until [`hooks_stop`] says so, and record their results under
+    /// `Observations::webhooks`.
     Webhooks { kind: WebhookKind, phase: Phase },
-    /// Query `Rollout::metrics[index]` and push the result onto `Observations::metrics`.
-    Metric { index: usize },
+    /// Query the metrics in [`Rollout::query_order`], stopping after the first
+    /// result that [`rollout::MetricSpec::stops`] the analysis, and record them
+    /// in `Observations::metrics`. One request per step, however many metrics.
+    Metrics,
     /// A confirm-* gate before acting on `decision`: call the webhooks as for
     /// [`Request::Webhooks`], and record `decision` in `Observations::decision`.
     Gate {
@@ -100,6 +105,38 @@ pub enum Request {
         phase: Phase,
         decision: Decision,
     },
+}
+
+/// Whether a shell calling webhooks of `kind` in spec order stops after
+/// `result`: gates and checks stop at the first failure; rollback hooks at the
+/// first that signals a rollback (that is, passes), as in Flagger.
+pub fn hooks_stop(kind: WebhookKind, result: &WebhookResult) -> bool {
+    match kind {
+        WebhookKind::Rollback => result.passed,
+        _ => !result.passed,
+    }
+}
+
+/// The Events for the results of post-rollout hooks, which the shell calls
+/// after carrying out a step's actions and writing its status
+/// ([`Tick::post_rollout`]).
+pub fn post_rollout_events(results: &[WebhookResult]) -> Vec<Event> {
+    results
+        .iter()
+        .map(|h| {
+            let (warning, message) = if h.passed {
+                (false, messages::check_passed(h.kind, &h.name))
+            } else {
+                (true, messages::post_rollout_failed(&h.name, &h.message))
+            };
+            Event {
+                warning,
+                reason: "Synced",
+                message: text::one_line(&message, validate::MAX_REASON_BYTES * 2),
+                log: None,
+            }
+        })
+        .collect()
 }
 
 /// An effect for the shell to carry out, in order.
@@ -155,6 +192,19 @@ pub struct Tick {
     pub actions: Vec<Action>,
     /// When to run the next step.
     pub requeue: Duration,
+    /// The step ended the analysis: see [`PostRollout`].
+    pub post_rollout: Option<PostRollout>,
+}
+
+/// The end of an analysis (Succeeded or Failed). Once the step's actions are
+/// carried out and its status is written, the shell calls the post-rollout
+/// hooks with `phase` in the payload, emits [`post_rollout_events`] for their
+/// results, then carries out `then` (as Flagger reports a promotion only
+/// after its post-rollout hooks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostRollout {
+    pub phase: Phase,
+    pub then: Vec<Action>,
 }
 
 impl Tick {

@@ -1,5 +1,6 @@
 //! The core's view of a Canary: validated, defaults applied, names derived.
-use fledge_policy::{Analysis, MetricUnit, Strategy, WebhookKind};
+use super::messages;
+use fledge_policy::{Analysis, MetricResult, MetricUnit, MetricValue, Strategy, WebhookKind};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -49,6 +50,24 @@ impl Rollout {
     pub fn has_webhooks(&self, kind: WebhookKind) -> bool {
         self.webhooks_of(kind).next().is_some()
     }
+
+    /// The metrics in the order they are queried, as Flagger checks them:
+    /// the built-in ones and inline `query`s in spec order, then templates.
+    pub fn query_order(&self) -> impl Iterator<Item = &MetricSpec> {
+        let templated = |m: &&MetricSpec| matches!(m.source, MetricSource::Template { .. });
+        let first = self.metrics.iter().filter(move |m| !templated(m));
+        first.chain(self.metrics.iter().filter(templated))
+    }
+}
+
+/// What a metric query came back with, before the core words it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryOutcome {
+    Value(f64),
+    /// The query ran and returned no sample (or NaN); the provider's error text.
+    NoValues(String),
+    /// The query could not be run or answered: the provider's error text.
+    Failed(String),
 }
 
 /// Where a metric's value comes from.
@@ -79,6 +98,35 @@ impl MetricSpec {
     /// pass/fail judgement itself is the policy's.
     pub fn in_range(&self, value: f64) -> bool {
         fledge_policy::format::within(value, self.min, self.max)
+    }
+
+    /// The result the policy sees for `outcome`, errors worded as Flagger words them.
+    pub fn result(&self, r: &Rollout, outcome: QueryOutcome) -> MetricResult {
+        let value = match outcome {
+            QueryOutcome::Value(v) => MetricValue::Value(v),
+            QueryOutcome::NoValues(err) => {
+                MetricValue::Error(messages::metric_no_values(r, self, &err))
+            }
+            QueryOutcome::Failed(err) => {
+                MetricValue::Error(messages::metric_query_failed(self, &err))
+            }
+        };
+        MetricResult {
+            name: self.name.clone(),
+            value,
+            min: self.min,
+            max: self.max,
+            unit: self.unit,
+        }
+    }
+
+    /// Whether querying stops after this result, as Flagger's does: at the
+    /// first error or value out of range.
+    pub fn stops(&self, result: &MetricResult) -> bool {
+        match result.value {
+            MetricValue::Value(v) => !self.in_range(v),
+            MetricValue::Error(_) => true,
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 use super::*;
 use crate::api;
 use crate::policy::NativeJudge;
-use fledge_policy::{Decision, PolicyInput};
+use fledge_policy::{Decision, PolicyInput, Readiness};
 
 fn guide() -> Rollout {
     let text = include_str!("../../../examples/podinfo/canary.yaml");
@@ -35,7 +35,7 @@ fn progressing(weight: u32) -> (Status, Observations) {
 }
 
 #[test]
-fn steps_ask_for_webhooks_then_metrics_one_at_a_time() {
+fn steps_ask_for_webhooks_then_metrics_in_one_request() {
     let r = guide();
     let (status, mut obs) = progressing(10);
     let judge = NativeJudge;
@@ -47,18 +47,16 @@ fn steps_ask_for_webhooks_then_metrics_one_at_a_time() {
         })
     );
     obs.webhooks.insert(WebhookKind::Rollout, vec![]);
+    obs.webhooks.insert(WebhookKind::Rollback, vec![]);
     assert_eq!(
         step(&r, &status, &obs, &judge),
-        Outcome::Need(Request::Metric { index: 0 })
+        Outcome::Need(Request::Metrics)
     );
-    obs.metrics.push(fledge_policy::MetricResult {
-        name: "request-success-rate".into(),
-        value: fledge_policy::MetricValue::Value(50.0),
-        min: Some(99.0),
-        max: None,
-        unit: fledge_policy::MetricUnit::Percent,
-    });
-    // Out of range: no further queries; the policy holds.
+    let rate = r.query_order().next().expect("a metric");
+    let result = rate.result(&r, rollout::QueryOutcome::Value(50.0));
+    // Out of range: the shell queries no further; the policy holds.
+    assert!(rate.stops(&result));
+    obs.metrics = Some(vec![result]);
     let Outcome::Done(tick) = step(&r, &status, &obs, &judge) else {
         panic!("expected done")
     };
@@ -212,14 +210,11 @@ fn a_gate_after_the_decision_does_not_ask_the_policy_twice() {
             Outcome::Need(Request::Webhooks { kind, .. }) => {
                 obs.webhooks.insert(kind, vec![]);
             }
-            Outcome::Need(Request::Metric { index }) => {
-                obs.metrics.push(fledge_policy::MetricResult {
-                    name: r.metrics[index].name.clone(),
-                    value: fledge_policy::MetricValue::Value(100.0),
-                    min: r.metrics[index].min,
-                    max: r.metrics[index].max,
-                    unit: r.metrics[index].unit,
-                });
+            Outcome::Need(Request::Metrics) => {
+                let healthy = |m: &rollout::MetricSpec| {
+                    m.result(&r, rollout::QueryOutcome::Value(m.min.unwrap_or(0.0)))
+                };
+                obs.metrics = Some(r.query_order().map(healthy).collect());
             }
             Outcome::Need(Request::Gate { kind, decision, .. }) => {
                 assert_eq!(kind, WebhookKind::ConfirmTrafficIncrease);
@@ -233,4 +228,279 @@ fn a_gate_after_the_decision_does_not_ask_the_policy_twice() {
     assert!(tick
         .actions
         .contains(&Action::SetRoutes(fledge_policy::RoutePlan::weighted(15))));
+}
+
+/// Answers every request of `r`'s step with passing webhooks and healthy
+/// metrics, recording each request.
+fn run_step(
+    r: &Rollout,
+    status: &Status,
+    mut obs: Observations,
+    judge: &dyn Judge,
+) -> (Tick, Vec<Request>) {
+    let mut asked = Vec::new();
+    let tick = loop {
+        match step(r, status, &obs, judge) {
+            Outcome::Need(request) => {
+                match &request {
+                    Request::Webhooks { kind, .. } => {
+                        let passed = *kind != WebhookKind::Rollback;
+                        let results = r
+                            .webhooks_of(*kind)
+                            .map(|w| fledge_policy::WebhookResult {
+                                name: w.name.clone(),
+                                kind: *kind,
+                                passed,
+                                message: String::new(),
+                            })
+                            .collect();
+                        obs.webhooks.insert(*kind, results);
+                    }
+                    Request::Gate { kind, decision, .. } => {
+                        obs.webhooks.insert(*kind, vec![]);
+                        obs.decision = Some(decision.clone());
+                    }
+                    Request::Metrics => {
+                        let healthy = |m: &rollout::MetricSpec| {
+                            m.result(r, rollout::QueryOutcome::Value(m.min.unwrap_or(0.0)))
+                        };
+                        obs.metrics = Some(r.query_order().map(healthy).collect());
+                    }
+                }
+                asked.push(request);
+            }
+            Outcome::Done(tick) => break tick,
+        }
+    };
+    (tick, asked)
+}
+
+fn hook(name: &str, kind: WebhookKind) -> rollout::WebhookSpec {
+    rollout::WebhookSpec {
+        name: name.into(),
+        kind,
+        url: format!("http://{name}.test/"),
+        timeout: std::time::Duration::from_secs(10),
+        retries: 0,
+        mute_alert: false,
+        disable_tls: false,
+        metadata: Default::default(),
+    }
+}
+
+#[test]
+fn post_rollout_hooks_wait_until_the_step_is_carried_out() {
+    let mut r = guide();
+    r.webhooks.push(hook("notify", WebhookKind::PostRollout));
+    let (mut status, obs) = progressing(0);
+    status.phase = Phase::Finalising;
+    let (tick, asked) = run_step(&r, &status, obs, &NativeJudge);
+    assert!(
+        !asked.iter().any(|q| matches!(
+            q,
+            Request::Webhooks {
+                kind: WebhookKind::PostRollout,
+                ..
+            }
+        )),
+        "{asked:?}"
+    );
+    assert!(tick.actions.contains(&Action::ScaleCanaryToZero));
+    assert_eq!(tick.status.phase, Phase::Succeeded);
+    let post = tick.post_rollout.expect("post-rollout hooks to call");
+    assert_eq!(post.phase, Phase::Succeeded);
+    // The promotion is reported after the hooks, as Flagger reports it.
+    let then: Vec<_> = post
+        .then
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(e) => Some(e.message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(then, ["Promotion completed! Scaling down podinfo.test"]);
+}
+
+#[test]
+fn webhook_payloads_carry_flaggers_phase() {
+    let mut r = guide();
+    r.webhooks = vec![
+        hook("abort", WebhookKind::Rollback),
+        hook("ship", WebhookKind::ConfirmPromotion),
+        hook("load", WebhookKind::Rollout),
+    ];
+    // Waiting for promotion approval at the maximum weight.
+    let (mut status, obs) = progressing(50);
+    status.phase = Phase::WaitingPromotion;
+    let (_, asked) = run_step(&r, &status, obs, &NativeJudge);
+    assert!(asked.contains(&Request::Webhooks {
+        kind: WebhookKind::Rollback,
+        phase: Phase::WaitingPromotion
+    }));
+    assert!(
+        asked.iter().any(|q| matches!(
+            q,
+            Request::Gate {
+                kind: WebhookKind::ConfirmPromotion,
+                phase: Phase::Progressing,
+                ..
+            }
+        )),
+        "{asked:?}"
+    );
+    let (status, obs) = progressing(10);
+    let (_, asked) = run_step(&r, &status, obs, &NativeJudge);
+    assert!(asked.contains(&Request::Webhooks {
+        kind: WebhookKind::Rollout,
+        phase: Phase::Progressing
+    }));
+}
+
+#[test]
+fn ab_promotion_shifts_only_the_matching_requests() {
+    let text = include_str!("../../../examples/podinfo/canary-ab-header.yaml");
+    let mut canary: api::Canary = api::yaml::from_str(text).expect("parses");
+    if let Some(a) = canary.spec.as_mut().and_then(|s| s.analysis.as_mut()) {
+        a.step_weight_promotion = Some(50);
+    }
+    let r = api::validate(&canary).expect("valid").rollout;
+    let status = Status {
+        phase: Phase::Promoting,
+        iterations: 10,
+        last_applied_spec: "rev2".into(),
+        last_promoted_spec: "rev1".into(),
+        ..Status::default()
+    };
+    let obs = Observations {
+        revision: "rev2".into(),
+        routes: Routes {
+            primary: 0,
+            canary: 100,
+        },
+        ..Observations::default()
+    };
+    let (tick, _) = run_step(&r, &status, obs, &NativeJudge);
+    let plan = tick
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SetRoutes(p) => Some(p.clone()),
+            _ => None,
+        })
+        .expect("a route change");
+    assert_eq!((plan.primary_weight, plan.canary_weight), (50, 50));
+    assert_eq!(plan.match_rules, r.analysis.match_rules);
+    assert!(!plan.match_rules.is_empty());
+}
+
+/// Always promotes, whatever it sees.
+struct Promoter;
+impl Judge for Promoter {
+    fn decide(&self, _: &PolicyInput) -> Result<Decision, JudgeError> {
+        Ok(Decision::Promote)
+    }
+}
+
+#[test]
+fn a_fired_rollback_hook_or_a_missed_deadline_rolls_back_whatever_the_policy_says() {
+    let mut r = guide();
+    r.webhooks = vec![hook("abort", WebhookKind::Rollback)];
+    let (status, mut obs) = progressing(10);
+    obs.webhooks.insert(
+        WebhookKind::Rollback,
+        vec![fledge_policy::WebhookResult {
+            name: "abort".into(),
+            kind: WebhookKind::Rollback,
+            passed: true,
+            message: String::new(),
+        }],
+    );
+    let Outcome::Done(tick) = step(&r, &status, &obs, &Promoter) else {
+        panic!("expected done")
+    };
+    assert_eq!(tick.status.phase, Phase::Failed);
+    assert!(!tick.actions.contains(&Action::PromoteToPrimary));
+
+    let (status, mut obs) = progressing(10);
+    obs.canary_ready =
+        Readiness::DeadlineExceeded("deployment \"podinfo\" exceeded its progress deadline".into());
+    let (tick, _) = run_step(&guide(), &status, obs, &Promoter);
+    assert_eq!(tick.status.phase, Phase::Failed);
+    assert!(tick.actions.contains(&Action::ScaleCanaryToZero));
+}
+
+#[test]
+fn promote_during_promotion_finishes_it_instead_of_stalling() {
+    let r = guide();
+    let (mut status, obs) = progressing(50);
+    status.phase = Phase::Promoting;
+    let (tick, _) = run_step(&r, &status, obs, &Promoter);
+    assert_eq!(tick.status.phase, Phase::Finalising);
+    assert!(tick
+        .actions
+        .contains(&Action::SetRoutes(fledge_policy::RoutePlan::weighted(0))));
+    assert_eq!(
+        tick.events()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        ["Routing all traffic to primary"]
+    );
+}
+
+#[test]
+fn event_texts_are_single_safe_lines() {
+    struct Forger;
+    impl Judge for Forger {
+        fn decide(&self, _: &PolicyInput) -> Result<Decision, JudgeError> {
+            Ok(Decision::halt(
+                "ok\nPromotion completed! \u{1b}[31mforged\u{202e}",
+            ))
+        }
+    }
+    let (status, obs) = progressing(10);
+    let (tick, _) = run_step(&guide(), &status, obs, &Forger);
+    let msgs: Vec<_> = tick.events().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        msgs,
+        ["Halt podinfo.test advancement ok Promotion completed! [31mforged"]
+    );
+}
+
+#[test]
+fn status_keeps_the_real_weight_and_moves_its_transition_time_only_on_a_phase_change() {
+    let mut r = guide();
+    r.webhooks.push(hook("ship", WebhookKind::ConfirmPromotion));
+    // A step that advances: Fledge's reason, no transition.
+    let (mut status, mut obs) = progressing(10);
+    status.last_transition = 100;
+    obs.now = 1_000;
+    let (tick, _) = run_step(&r, &status, obs, &NativeJudge);
+    let reasons: Vec<_> = tick.events().map(|e| e.reason).collect();
+    assert_eq!(reasons, ["Advance"]);
+    assert_eq!(tick.status.last_transition, 100);
+    // At the maximum weight with the promotion gate closed: WaitingPromotion
+    // at the weight traffic really has, and a transition.
+    let (mut status, mut obs) = progressing(50);
+    status.last_transition = 100;
+    obs.now = 1_000;
+    obs.webhooks.insert(WebhookKind::Rollout, vec![]);
+    obs.metrics = Some(vec![]);
+    obs.webhooks.insert(
+        WebhookKind::ConfirmPromotion,
+        vec![fledge_policy::WebhookResult {
+            name: "ship".into(),
+            kind: WebhookKind::ConfirmPromotion,
+            passed: false,
+            message: "closed".into(),
+        }],
+    );
+    obs.decision = Some(Decision::Promote);
+    let Outcome::Done(tick) = step(&r, &status, &obs, &NativeJudge) else {
+        panic!("expected done")
+    };
+    assert_eq!(tick.status.phase, Phase::WaitingPromotion);
+    assert_eq!(tick.status.canary_weight, 50);
+    assert_eq!(tick.status.last_transition, 1_000);
+    let reasons: Vec<_> = tick.events().map(|e| e.reason).collect();
+    assert_eq!(reasons, ["Halt"]);
 }

@@ -41,6 +41,10 @@ pub enum InvalidDecision {
     Iteration { got: u32, current: u32 },
     #[error("match rule {rule}: {problem}")]
     MatchRule { rule: usize, problem: String },
+    #[error("match rules are for A/B tests; a {strategy} rollout routes by weight alone")]
+    MatchRulesWithoutAbTest { strategy: &'static str },
+    #[error("canary weight {weight} is above the {current} it had when promotion began: promotion only moves traffic to the primary")]
+    PromotionRaisesCanary { weight: u32, current: u32 },
     #[error("{count} match rules is more than the {MAX_MATCH_RULES} allowed")]
     TooManyMatchRules { count: usize },
     #[error("{kind} reason is empty")]
@@ -79,6 +83,26 @@ pub fn validate_decision(input: &PolicyInput, decision: &Decision) -> Result<(),
                 return Err(InvalidDecision::AboveMaxWeight {
                     weight: route.canary_weight,
                     max,
+                });
+            }
+            if input.state.phase == Phase::Promoting
+                && route.canary_weight > input.state.canary_weight
+            {
+                return Err(InvalidDecision::PromotionRaisesCanary {
+                    weight: route.canary_weight,
+                    current: input.state.canary_weight,
+                });
+            }
+            // A weighted or blue/green rollout has no header routes to keep
+            // the rest of the traffic on the primary: rules there would be
+            // silently dropped by the router, or worse, honoured by one mesh only.
+            if !route.match_rules.is_empty() && input.strategy != Strategy::AbTesting {
+                return Err(InvalidDecision::MatchRulesWithoutAbTest {
+                    strategy: match input.strategy {
+                        Strategy::Canary => "weighted canary",
+                        Strategy::BlueGreen => "blue/green",
+                        Strategy::AbTesting => "A/B",
+                    },
                 });
             }
             let current = input.state.iteration;
@@ -265,8 +289,11 @@ mod tests {
                 max: 50
             })
         );
+        // Blue/green promotes from 100 % on the canary.
         let mut promoting = input();
         promoting.state.phase = Phase::Promoting;
+        promoting.state.canary_weight = 100;
+        promoting.state.primary_weight = 0;
         assert_eq!(validate_decision(&promoting, &advance(100, 0, 3)), Ok(()));
         let mut blue_green = input();
         blue_green.strategy = Strategy::BlueGreen;
@@ -362,5 +389,37 @@ mod tests {
             StringMatch::Prefix("a".repeat(MAX_MATCH_VALUE_BYTES + 1)),
         );
         assert!(validate_match_rules(&[long]).is_err());
+    }
+
+    #[test]
+    fn match_rules_belong_to_ab_tests_only() {
+        let rule = header("x-canary", StringMatch::Exact("insider".into()));
+        let mut d = advance(20, 80, 3);
+        if let Decision::Advance(a) = &mut d {
+            a.route.match_rules = vec![rule];
+        }
+        assert_eq!(
+            validate_decision(&input(), &d),
+            Err(InvalidDecision::MatchRulesWithoutAbTest {
+                strategy: "weighted canary"
+            })
+        );
+        let mut ab = input();
+        ab.strategy = Strategy::AbTesting;
+        assert_eq!(validate_decision(&ab, &d), Ok(()));
+    }
+
+    #[test]
+    fn promotion_never_raises_the_canary_share() {
+        let mut promoting = input();
+        promoting.state.phase = Phase::Promoting;
+        assert_eq!(
+            validate_decision(&promoting, &advance(20, 80, 3)),
+            Err(InvalidDecision::PromotionRaisesCanary {
+                weight: 20,
+                current: 10
+            })
+        );
+        assert_eq!(validate_decision(&promoting, &advance(5, 95, 3)), Ok(()));
     }
 }

@@ -9,7 +9,7 @@ pub mod world;
 
 use crate::core::rollout::Severity;
 use crate::core::{self, Action, Judge, Outcome, Rollout, Status};
-use fledge_policy::{MetricValue, Phase};
+use fledge_policy::{MetricValue, Phase, WebhookKind};
 pub use load::{load, Inputs, LoadError};
 use scenario::Scenario;
 use world::World;
@@ -158,42 +158,21 @@ impl Sim {
         for action in &tick.actions {
             self.world.execute(&self.rollout, action, self.now);
         }
-        let bootstrap = !self.triggered;
-        for action in &tick.actions {
-            if let Action::Alert(alert) = action {
-                // Each of the Canary's alerts whose severity the alert reaches.
-                for spec in self
-                    .rollout
-                    .alerts
-                    .iter()
-                    .filter(|s| alert.severity >= s.severity)
-                {
-                    if alert.muted {
-                        continue;
-                    }
-                    self.report.alerts.push(SentAlert {
-                        ts: self.now,
-                        provider: spec.provider.clone(),
-                        severity: alert.severity,
-                        message: alert.message.clone(),
-                        after: self.report.records.len(),
-                        bootstrap: !self.triggered,
-                    });
-                }
+        self.report_actions(&tick.actions, &tick.status);
+        // Post-rollout hooks see the outcome carried out and the status written.
+        if let Some(post) = &tick.post_rollout {
+            let results = self
+                .world
+                .call_webhooks(&self.rollout, WebhookKind::PostRollout);
+            let mut after: Vec<Action> = core::post_rollout_events(&results)
+                .into_iter()
+                .map(Action::Event)
+                .collect();
+            after.extend(post.then.iter().cloned());
+            for action in &after {
+                self.world.execute(&self.rollout, action, self.now);
             }
-            if let Action::Event(e) = action {
-                self.report.records.push(Record {
-                    ts: self.now,
-                    msg: e.log_message().to_string(),
-                    event: e.message.clone(),
-                    warning: e.warning,
-                    phase: tick.status.phase,
-                    canary_weight: tick.status.canary_weight,
-                    failed_checks: tick.status.failed_checks,
-                    iteration: tick.status.iterations,
-                    bootstrap,
-                });
-            }
+            self.report_actions(&after, &tick.status);
         }
         self.report.samples.push(Sample {
             ts: self.now,
@@ -201,6 +180,7 @@ impl Sim {
             metrics: obs
                 .metrics
                 .iter()
+                .flatten()
                 .filter_map(|m| match m.value {
                     MetricValue::Value(v) => Some((m.name.clone(), v)),
                     MetricValue::Error(_) => None,
@@ -224,8 +204,55 @@ impl Sim {
             }
         } else {
             self.bootstrap_steps += 1;
+            // Initialization failed: there is nothing to trigger.
+            if self.status.phase == Phase::Failed {
+                self.report.finished = true;
+            }
         }
         !self.ended()
+    }
+}
+
+impl Sim {
+    /// Records the events and sent alerts of `actions`, with the state after the step.
+    fn report_actions(&mut self, actions: &[Action], status: &Status) {
+        let bootstrap = !self.triggered;
+        for action in actions {
+            if let Action::Alert(alert) = action {
+                // Each of the Canary's alerts whose severity the alert reaches.
+                for spec in self
+                    .rollout
+                    .alerts
+                    .iter()
+                    .filter(|s| alert.severity >= s.severity)
+                {
+                    if alert.muted {
+                        continue;
+                    }
+                    self.report.alerts.push(SentAlert {
+                        ts: self.now,
+                        provider: spec.provider.clone(),
+                        severity: alert.severity,
+                        message: alert.message.clone(),
+                        after: self.report.records.len(),
+                        bootstrap,
+                    });
+                }
+            }
+            if let Action::Event(e) = action {
+                self.report.records.push(Record {
+                    ts: self.now,
+                    msg: e.log_message().to_string(),
+                    event: e.message.clone(),
+                    warning: e.warning,
+                    phase: status.phase,
+                    canary_weight: status.canary_weight,
+                    failed_checks: status.failed_checks,
+                    iteration: status.iterations,
+                    bootstrap,
+                });
+            }
+        }
     }
 }
 

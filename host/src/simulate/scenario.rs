@@ -63,7 +63,7 @@ fn explain_script(issue: &mut Issue, text: &str) {
             ),
         )
     } else if issue.field.starts_with("metrics.") {
-        let words = quoted(&words_of::<ErrorWord>());
+        let words = quoted(&words_of::<Word>());
         (
             "metrics",
             format!(
@@ -88,7 +88,7 @@ fn explain_script(issue: &mut Issue, text: &str) {
     if let Some(Value::Array(items)) = value {
         let bad = items.iter().position(|v| match section {
             "webhooks" => serde_json::from_value::<Answer>(v.clone()).is_err(),
-            _ => !(v.is_number() || serde_json::from_value::<ErrorWord>(v.clone()).is_ok()),
+            _ => !(v.is_number() || serde_json::from_value::<Word>(v.clone()).is_ok()),
         });
         if let Some(i) = bad {
             issue.field = format!("{}[{i}]", issue.field);
@@ -361,6 +361,10 @@ pub struct RolloutSpeed {
     /// Steps before the primary's new replicas are available (default 0).
     #[serde(default)]
     pub primary_ready_after: u32,
+    /// Steps before the primary's replicas are available after a promotion
+    /// copied the new revision to it (default: `primaryReadyAfter`).
+    #[serde(default)]
+    pub promotion_ready_after: Option<u32>,
 }
 
 /// A value, or a list of values used one per call, the last repeating.
@@ -402,18 +406,20 @@ pub enum Answer {
     Fail,
 }
 
-/// A metric reading: a number, or `error` for a failed query.
+/// A metric reading: a number, `error` for a failed query, or `nodata` for a
+/// query that returns no sample (the canary gets no traffic).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Reading {
     Value(f64),
-    Error(ErrorWord),
+    Word(Word),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ErrorWord {
+pub enum Word {
     Error,
+    NoData,
 }
 
 #[cfg(test)]
@@ -442,7 +448,7 @@ metrics:
         assert_eq!(s.webhooks["load-test"].nth(5), Some(Answer::Fail));
         assert_eq!(
             s.metrics["request-success-rate"].nth(3),
-            Some(Reading::Error(ErrorWord::Error))
+            Some(Reading::Word(Word::Error))
         );
         assert_eq!(
             s.metrics["request-duration"].nth(9),

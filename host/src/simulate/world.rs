@@ -1,13 +1,11 @@
 //! The in-memory cluster of a simulation: the target Deployment and HPA, the
 //! objects Fledge creates, the live routes, and the scripted answers of
 //! webhooks and metric queries.
-use super::scenario::{Answer, Reading, RolloutSpeed, Scenario, Trigger};
+use super::scenario::{Answer, Reading, RolloutSpeed, Scenario, Trigger, Word};
 use crate::core::readiness::{self, DeploymentView};
-use crate::core::rollout::{MetricSpec, Rollout};
-use crate::core::{revision, Action, Observations, Request, Routes};
-use fledge_policy::{
-    MetricResult, MetricUnit, MetricValue, Readiness, RoutePlan, WebhookKind, WebhookResult,
-};
+use crate::core::rollout::{MetricSpec, QueryOutcome, Rollout};
+use crate::core::{self, revision, Action, Observations, Request, Routes};
+use fledge_policy::{MetricResult, MetricUnit, Readiness, RoutePlan, WebhookKind, WebhookResult};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -202,7 +200,7 @@ impl World {
                 canary: self.routes.canary_weight,
             },
             webhooks: BTreeMap::new(),
-            metrics: Vec::new(),
+            metrics: None,
             decision: None,
         }
     }
@@ -219,14 +217,23 @@ impl World {
                 obs.webhooks.insert(*kind, results);
                 obs.decision = Some(decision.clone());
             }
-            Request::Metric { index } => {
-                let spec = &r.metrics[*index];
-                obs.metrics.push(self.query(spec));
+            Request::Metrics => {
+                let mut results = Vec::new();
+                for spec in r.query_order() {
+                    let result = self.query(r, spec);
+                    let stop = spec.stops(&result);
+                    results.push(result);
+                    if stop {
+                        break;
+                    }
+                }
+                obs.metrics = Some(results);
             }
         }
     }
 
-    fn call_webhooks(&mut self, r: &Rollout, kind: WebhookKind) -> Vec<WebhookResult> {
+    /// Calls the webhooks of `kind` in spec order until [`core::hooks_stop`].
+    pub fn call_webhooks(&mut self, r: &Rollout, kind: WebhookKind) -> Vec<WebhookResult> {
         let mut out = Vec::new();
         for hook in r.webhooks_of(kind) {
             let n = self.calls.webhooks.entry(hook.name.clone()).or_default();
@@ -238,7 +245,7 @@ impl World {
                 .unwrap_or(Answer::Pass);
             *n += 1;
             let passed = answer == Answer::Pass;
-            out.push(WebhookResult {
+            let result = WebhookResult {
                 name: hook.name.clone(),
                 kind,
                 passed,
@@ -247,15 +254,17 @@ impl World {
                 } else {
                     format!("POST {} returned 500 Internal Server Error", hook.url)
                 },
-            });
-            if !passed {
+            };
+            let stop = core::hooks_stop(kind, &result);
+            out.push(result);
+            if stop {
                 break;
             }
         }
         out
     }
 
-    fn query(&mut self, spec: &MetricSpec) -> MetricResult {
+    fn query(&mut self, r: &Rollout, spec: &MetricSpec) -> MetricResult {
         let n = self.calls.metrics.entry(spec.name.clone()).or_default();
         let reading = self
             .scenario
@@ -263,21 +272,16 @@ impl World {
             .get(&spec.name)
             .and_then(|s| s.nth(*n));
         *n += 1;
-        let value = match reading {
-            Some(Reading::Value(v)) => MetricValue::Value(v),
-            Some(Reading::Error(_)) => MetricValue::Error(format!(
-                "Metric query failed for {}: Get \"http://prometheus:9090/api/v1/query\": dial tcp: connection refused",
-                spec.name
-            )),
-            None => MetricValue::Value(healthy(spec)),
+        let outcome = match reading {
+            Some(Reading::Value(v)) => QueryOutcome::Value(v),
+            Some(Reading::Word(Word::Error)) => QueryOutcome::Failed(
+                "Get \"http://prometheus:9090/api/v1/query\": dial tcp: connection refused"
+                    .to_string(),
+            ),
+            Some(Reading::Word(Word::NoData)) => QueryOutcome::NoValues("no values found".into()),
+            None => QueryOutcome::Value(healthy(spec)),
         };
-        MetricResult {
-            name: spec.name.clone(),
-            value,
-            min: spec.min,
-            max: spec.max,
-            unit: spec.unit,
-        }
+        spec.result(r, outcome)
     }
 
     /// Carries out one action of the core.
@@ -313,7 +317,10 @@ impl World {
             }
             Action::PromoteToPrimary => {
                 let template = self.target.template.clone();
-                let needed = self.speed.primary_ready_after;
+                let needed = self
+                    .speed
+                    .promotion_ready_after
+                    .unwrap_or(self.speed.primary_ready_after);
                 if let Some(p) = &mut self.primary {
                     p.template = template;
                     p.start(now, needed, false);

@@ -5,9 +5,11 @@
 //!   overshoots `maxWeight` when it is not a multiple of `stepWeight`; this does not);
 //! - A/B testing: `iterations` steps with every request matching `match` on the canary;
 //! - blue/green: `iterations` steps at 0 %, then all traffic to the canary, then promotion;
-//! - promotion: all traffic back to the primary at once, or `stepWeightPromotion` at a time;
-//! - checks: webhooks first, then metrics (the built-in `request-success-rate` and
-//!   `request-duration` before the others), both bounds of `thresholdRange` inclusive;
+//! - promotion: all traffic back to the primary at once, or `stepWeightPromotion` at a time
+//!   (for an A/B test, of the requests its match rules select);
+//! - checks: webhooks first, then metrics in the order the host queried them
+//!   (built-in and inline-query metrics before templates), both bounds of
+//!   `thresholdRange` inclusive, a value that is not a finite number failing;
 //!   the first failure holds the step and counts one failed check;
 //! - rollback when failed checks reach `threshold`, when a rollback webhook says so,
 //!   or when a Deployment misses its progress deadline.
@@ -122,14 +124,9 @@ fn failed_check(input: &PolicyInput) -> Option<String> {
             _ => {}
         }
     }
-    // Built-in metrics are judged before template metrics, as in Flagger.
-    let builtin = |name: &str| name == "request-success-rate" || name == "request-duration";
-    let ordered = input
-        .metrics
-        .iter()
-        .filter(|m| builtin(&m.name))
-        .chain(input.metrics.iter().filter(|m| !builtin(&m.name)));
-    for metric in ordered {
+    // In the order the host queried them: built-in and inline-query metrics
+    // first, then templates, as Flagger checks them.
+    for metric in &input.metrics {
         match &metric.value {
             MetricValue::Error(why) => return Some(why.clone()),
             MetricValue::Value(v) => {
@@ -169,16 +166,20 @@ fn canary_step(input: &PolicyInput) -> Decision {
 }
 
 /// During promotion: all traffic back to the primary, at once or
-/// `stepWeightPromotion` percent per step.
+/// `stepWeightPromotion` percent per step. An A/B test shifts only the
+/// requests its match rules select: everyone else stays on the primary.
 fn promotion_step(input: &PolicyInput) -> Decision {
     let state = &input.state;
-    let route = match input.analysis.step_weight_promotion {
+    let mut route = match input.analysis.step_weight_promotion {
         Some(step) if step > 0 && state.canary_weight > 0 => {
             let primary = state.primary_weight.saturating_add(step).min(100);
             RoutePlan::weighted(100 - primary)
         }
         _ => RoutePlan::weighted(0),
     };
+    if input.strategy == Strategy::AbTesting && route.canary_weight > 0 {
+        route.match_rules = input.analysis.match_rules.clone();
+    }
     Decision::Advance(Advance {
         route,
         iteration: state.iteration,

@@ -65,10 +65,13 @@ fn failing_success_rate_holds_with_the_reason_and_counts_a_check() {
 }
 
 #[test]
-fn builtin_metrics_are_judged_before_template_metrics() {
+fn metrics_are_judged_in_the_order_the_host_queried_them() {
+    // The host queries built-in and inline metrics before templates and
+    // passes them in that order; the first failure is the reason.
     let mut input = guide_input();
     input.state.canary_weight = 5;
     input.metrics = vec![
+        duration(900.0),
         MetricResult {
             name: "error-budget".into(),
             value: MetricValue::Value(9.0),
@@ -76,11 +79,15 @@ fn builtin_metrics_are_judged_before_template_metrics() {
             max: Some(1.0),
             unit: MetricUnit::None,
         },
-        duration(900.0),
     ];
     assert_eq!(
         decide(&input),
         Decision::failed_check("request duration 0.90s > 0.5s")
+    );
+    input.metrics.reverse();
+    assert_eq!(
+        decide(&input),
+        Decision::failed_check("error-budget 9.00 > 1")
     );
 }
 

@@ -11,12 +11,10 @@ pub fn number(v: f64) -> String {
 }
 
 /// Whether `value` lies within `[min, max]`, both bounds inclusive and
-/// optional. NaN lies within no bounded range.
+/// optional. A value that is not a finite number (NaN, ±infinity) lies within
+/// no range: a measurement that broke never passes a check.
 pub fn within(value: f64, min: Option<f64>, max: Option<f64>) -> bool {
-    if value.is_nan() {
-        return min.is_none() && max.is_none();
-    }
-    min.is_none_or(|min| value >= min) && max.is_none_or(|max| value <= max)
+    value.is_finite() && min.is_none_or(|min| value >= min) && max.is_none_or(|max| value <= max)
 }
 
 /// `success rate 69.17% < 99%` / `request duration 1.20s > 0.5s` /
@@ -33,11 +31,14 @@ pub fn threshold_violation(
     if within(value, min, max) {
         return None;
     }
+    if !value.is_finite() {
+        return Some(format!("{name} returned no finite number ({value})"));
+    }
     let (op, bound) = match (min, max) {
         (Some(min), _) if value < min => ("<", min),
-        (_, Some(max)) if value > max => (">", max),
-        // NaN compares false with everything: never let it pass a bounded check.
-        _ => return Some(format!("{name} returned no number (NaN)")),
+        // Finite and outside the range: above the maximum.
+        (_, Some(max)) => (">", max),
+        (_, None) => return None,
     };
     Some(match unit {
         MetricUnit::Percent => {
@@ -101,7 +102,7 @@ mod tests {
     }
 
     #[test]
-    fn bounds_are_inclusive_and_nan_fails() {
+    fn bounds_are_inclusive_and_values_that_are_not_finite_fail() {
         assert_eq!(
             threshold_violation("m", MetricUnit::None, 99.0, Some(99.0), Some(100.0)),
             None
@@ -111,9 +112,20 @@ mod tests {
             None
         );
         assert!(threshold_violation("m", MetricUnit::None, f64::NAN, Some(1.0), None).is_some());
+        // Infinity is above every minimum: it must still fail.
         assert_eq!(
-            threshold_violation("m", MetricUnit::None, f64::NAN, None, None),
-            None
+            threshold_violation(
+                "request-success-rate",
+                MetricUnit::Percent,
+                f64::INFINITY,
+                Some(99.0),
+                None
+            )
+            .as_deref(),
+            Some("request-success-rate returned no finite number (inf)")
         );
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(!within(v, None, None), "{v} must not pass");
+        }
     }
 }
