@@ -165,13 +165,9 @@ fn run(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
     // host only waits for a healthy primary, and a primary past its
     // deadline fails the rollout.
     if !analysing && !t.r.skip_analysis {
-        match &t.obs.primary_ready {
-            Readiness::Ready => {}
-            Readiness::NotReady(why) => {
-                t.warning("NotReady", why.clone());
-                return Ok(());
-            }
-            Readiness::DeadlineExceeded(why) => return deadline_rollback(t, why),
+        let obs = t.obs;
+        if let Some(stage) = unless_ready(t, &obs.primary_ready) {
+            return stage;
         }
     }
     if !active || phase == Phase::Waiting {
@@ -285,14 +281,10 @@ fn start(t: &mut Step<'_>) -> Stage {
 }
 
 fn skip_analysis(t: &mut Step<'_>) -> Stage {
-    match &t.obs.canary_ready {
-        Readiness::Ready => {}
-        Readiness::NotReady(why) => {
-            t.warning("NotReady", why.clone());
-            return Ok(());
-        }
-        // Skipping the analysis never skips the deadline.
-        Readiness::DeadlineExceeded(why) => return deadline_rollback(t, why),
+    // Skipping the analysis never skips the deadline.
+    let obs = t.obs;
+    if let Some(stage) = unless_ready(t, &obs.canary_ready) {
+        return stage;
     }
     t.actions.push(Action::SetRoutes(RoutePlan::weighted(0)));
     t.normal("Promote", msg::copying(t.r));
@@ -599,6 +591,19 @@ fn promotion_failed(t: &mut Step<'_>, reason: &str) -> Stage {
     };
     t.end(Phase::Failed);
     Ok(())
+}
+
+/// `None` when `ready`; otherwise the step ends here: waiting with a
+/// `NotReady` event, or rolling back past the progress deadline.
+fn unless_ready(t: &mut Step<'_>, ready: &Readiness) -> Option<Stage> {
+    match ready {
+        Readiness::Ready => None,
+        Readiness::NotReady(why) => {
+            t.warning("NotReady", why.clone());
+            Some(Ok(()))
+        }
+        Readiness::DeadlineExceeded(why) => Some(deadline_rollback(t, why)),
+    }
 }
 
 /// A Deployment missed its progress deadline: Flagger's readiness error, then
