@@ -23,7 +23,9 @@ use toolchain::{componentize, Toolchain, TARGET};
 /// Cargo profile for policies, defined in the root `Cargo.toml` (and mirrored
 /// in `policies/fixtures/Cargo.toml`).
 const PROFILE: &str = "policy";
-/// Fixture crates under `policies/fixtures`; crate `fixture-<name>` becomes `<name>.wasm`.
+/// Fixture crates under `policies/fixtures`; crate `fixture-<name>` becomes
+/// `<name>.wasm`. (`extern-import` is built too but cannot become a
+/// component: `fledge policy build` must say why.)
 const FIXTURES: &[&str] = &[
     "endless-loop",
     "memory-bomb",
@@ -31,6 +33,9 @@ const FIXTURES: &[&str] = &[
     "bad-weight",
     "wrong-world",
     "stateful",
+    "stack-overflow",
+    "hostile-text",
+    "extra-imports",
 ];
 
 struct BuildError(String);
@@ -79,7 +84,7 @@ fn run() -> Result<(), BuildError> {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    for fixture in FIXTURES {
+    for fixture in FIXTURES.iter().chain(&["extern-import"]) {
         println!(
             "cargo:rerun-if-changed={}",
             root.join("policies/fixtures").join(fixture).display()

@@ -1,11 +1,13 @@
 //! One rollout decision on a realistic step (5 metrics, 3 webhooks): the
-//! built-in policy in a fresh sandboxed instance, against the same function
-//! called natively.
+//! built-in policy in a fresh sandboxed instance (as the operator runs it,
+//! with a deadline, and as the simulator does, counting fuel), against the
+//! same function called natively; and how long the simulator's default fuel
+//! budget lasts in an endless loop.
 //!
 //! Run with `cargo bench -p fledge --bench decision`.
 use criterion::{criterion_group, criterion_main, Criterion};
 use fledge::core::Judge;
-use fledge::policy::{NativeJudge, PolicyRuntime, RuntimeConfig};
+use fledge::policy::{NativeJudge, PolicyError, PolicyRuntime, RuntimeConfig, DEFAULT_FUEL};
 use fledge_policy::*;
 use std::hint::black_box;
 
@@ -75,15 +77,40 @@ fn decision(c: &mut Criterion) {
     assert_eq!(policy.evaluate(&input), Ok(expected.clone()));
     assert_eq!(fledge_policy_flagger::decide(&input), expected);
 
+    let fuel_runtime =
+        PolicyRuntime::new(RuntimeConfig::deterministic(DEFAULT_FUEL)).expect("fuel runtime");
+    let fuel_policy = fuel_runtime.builtin().expect("built-in policy");
+    assert_eq!(fuel_policy.evaluate(&input), Ok(expected.clone()));
+
     let mut group = c.benchmark_group("decision");
     group.bench_function("wasm (fresh instance, validated)", |b| {
         b.iter(|| policy.evaluate(black_box(&input)))
+    });
+    group.bench_function("wasm with fuel (fresh instance, validated)", |b| {
+        b.iter(|| fuel_policy.evaluate(black_box(&input)))
     });
     group.bench_function("native", |b| {
         b.iter(|| fledge_policy_flagger::decide(black_box(&input)))
     });
     group.bench_function("native (validated)", |b| {
         b.iter(|| NativeJudge.decide(black_box(&input)))
+    });
+    group.finish();
+
+    let looping = std::path::Path::new(env!("FLEDGE_FIXTURE_DIR")).join("endless-loop.wasm");
+    let looping = fuel_runtime
+        .load(&std::fs::read(looping).expect("fixture built by host/build.rs"))
+        .expect("fixture loads");
+    assert_eq!(
+        looping.evaluate(&input),
+        Err(PolicyError::FuelExhausted {
+            budget: DEFAULT_FUEL
+        })
+    );
+    let mut group = c.benchmark_group("fuel");
+    group.sample_size(10);
+    group.bench_function("endless loop until the default budget is spent", |b| {
+        b.iter(|| looping.evaluate(black_box(&input)))
     });
     group.finish();
 }

@@ -2,7 +2,9 @@
 //! look at a component, and run one decision with it, outside any cluster.
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use fledge::policy::{PolicyError, PolicyRuntime, RuntimeConfig, BUILTIN_COMPONENT, WORLD};
+use fledge::policy::{
+    imports, Budget, PolicyError, PolicyRuntime, RuntimeConfig, BUILTIN_COMPONENT, WORLD,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -100,17 +102,35 @@ fn build(
         .join(profile_dir)
         .join(format!("{lib}.wasm"));
     let output = output.unwrap_or_else(|| PathBuf::from(format!("{lib}.wasm")));
+    // Imports of the module that no component of the world can satisfy:
+    // named here, as making the component would only say it cannot.
+    let core =
+        std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
+    let foreign = imports::foreign_in_core_module(&core);
+    if !foreign.is_empty() {
+        return Err(anyhow::Error::new(PolicyError::ForbiddenImports(foreign))
+            .context(format!("cannot build {}", manifest.display())));
+    }
     componentize(&module, &output)?;
     let bytes =
         std::fs::read(&output).with_context(|| format!("cannot read {}", output.display()))?;
     let runtime = PolicyRuntime::new(RuntimeConfig::default())?;
     let info = runtime.inspect(&bytes)?;
-    info.world.with_context(|| {
-        format!(
-            "{} was built but is not a rollout policy: does the crate call fledge_policy::export_policy!?",
-            output.display()
-        )
-    })?;
+    match info.world {
+        Ok(()) => {}
+        Err(err @ PolicyError::ForbiddenImports(_)) => {
+            return Err(anyhow::Error::new(err).context(format!(
+                "{} was built but is not a rollout policy",
+                output.display()
+            )));
+        }
+        Err(err) => {
+            return Err(anyhow::Error::new(err).context(format!(
+                "{} was built but is not a rollout policy: does the crate call fledge_policy::export_policy!?",
+                output.display()
+            )));
+        }
+    }
     println!("{} {} ({} bytes)", output.display(), info.digest, info.size);
     Ok(ExitCode::SUCCESS)
 }
@@ -208,7 +228,7 @@ fn eval(file: &str, input: &Path, deadline_ms: u64, memory_mib: u64) -> Result<E
         .with_context(|| format!("{} is not a policy input", input.display()))?;
     let bytes = read_component(file)?;
     let runtime = PolicyRuntime::new(RuntimeConfig {
-        deadline: Duration::from_millis(deadline_ms),
+        budget: Budget::Deadline(Duration::from_millis(deadline_ms)),
         memory_limit: memory_mib.saturating_mul(1 << 20),
         max_concurrent_decisions: 1,
         ..RuntimeConfig::default()

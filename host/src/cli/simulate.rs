@@ -3,7 +3,7 @@
 use anyhow::Context;
 use fledge::api::yaml::DEFAULT_MAX_INPUT_BYTES;
 use fledge::core::Judge;
-use fledge::policy::{PolicyRuntime, RuntimeConfig};
+use fledge::policy::{Budget, PolicyRuntime, RuntimeConfig, DEFAULT_FUEL};
 use fledge::simulate::{self, output::Format, scenario};
 use fledge_policy::Phase;
 use std::io::Read;
@@ -39,9 +39,16 @@ pub struct Args {
     /// Also prints what happens while the Canary is bootstrapped, before the trigger.
     #[arg(long)]
     bootstrap: bool,
-    /// Wall-clock deadline of one policy decision, in milliseconds (as in the operator).
-    #[arg(long, default_value_t = 100)]
-    policy_deadline_ms: u64,
+    /// Fuel one policy decision may consume, about one unit per WebAssembly
+    /// instruction [default: 1000000000]. Fuel is the default bound: every run
+    /// of the same inputs then comes out the same, however loaded the machine is.
+    #[arg(long, value_name = "UNITS")]
+    policy_fuel: Option<u64>,
+    /// Bounds each policy decision by wall-clock time instead of fuel, as the
+    /// operator does (its default is 100 ms); outcomes may then depend on how
+    /// loaded the machine is.
+    #[arg(long, value_name = "MS")]
+    policy_deadline_ms: Option<u64>,
     /// Simulates this many copies of the Canary at once and prints a summary.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_COPIES))]
     copies: u32,
@@ -106,8 +113,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {}: {w}", args.canary.display());
     }
 
+    let budget = match (args.policy_fuel, args.policy_deadline_ms) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "--policy-fuel and --policy-deadline-ms both bound a decision; give one: \
+             fuel (the default, the same outcome on every run) or a deadline (as in the operator)"
+        ),
+        (None, Some(ms)) => Budget::Deadline(std::time::Duration::from_millis(ms)),
+        (fuel, None) => Budget::Fuel(fuel.unwrap_or(DEFAULT_FUEL)),
+    };
     let runtime = PolicyRuntime::new(RuntimeConfig {
-        deadline: std::time::Duration::from_millis(args.policy_deadline_ms),
+        budget,
         ..RuntimeConfig::default()
     })
     .context("starting the policy runtime")?;

@@ -165,13 +165,9 @@ fn run(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
     // host only waits for a healthy primary, and a primary past its
     // deadline fails the rollout.
     if !analysing && !t.r.skip_analysis {
-        match &t.obs.primary_ready {
-            Readiness::Ready => {}
-            Readiness::NotReady(why) => {
-                t.warning("NotReady", why.clone());
-                return Ok(());
-            }
-            Readiness::DeadlineExceeded(why) => return deadline_rollback(t, why),
+        let obs = t.obs;
+        if let Some(stage) = unless_ready(t, &obs.primary_ready) {
+            return stage;
         }
     }
     if !active || phase == Phase::Waiting {
@@ -285,14 +281,10 @@ fn start(t: &mut Step<'_>) -> Stage {
 }
 
 fn skip_analysis(t: &mut Step<'_>) -> Stage {
-    match &t.obs.canary_ready {
-        Readiness::Ready => {}
-        Readiness::NotReady(why) => {
-            t.warning("NotReady", why.clone());
-            return Ok(());
-        }
-        // Skipping the analysis never skips the deadline.
-        Readiness::DeadlineExceeded(why) => return deadline_rollback(t, why),
+    // Skipping the analysis never skips the deadline.
+    let obs = t.obs;
+    if let Some(stage) = unless_ready(t, &obs.canary_ready) {
+        return stage;
     }
     t.actions.push(Action::SetRoutes(RoutePlan::weighted(0)));
     t.normal("Promote", msg::copying(t.r));
@@ -364,17 +356,21 @@ fn analyse(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
     if let Some(decided) = &t.obs.decision {
         return apply(t, decided.clone());
     }
-    let input = policy_input(t, webhooks, metrics.to_vec());
-    let decision = match judge.decide(&input) {
-        Ok(d) => guard(&input, d),
-        // A policy that cannot judge must not keep a bad canary alive: at the
-        // threshold the host rolls back on its own.
-        Err(_) if t.old.failed_checks >= r.analysis.threshold && phase != Phase::Promoting => {
+    // The policy says what counts as a failed check; the Canary's threshold
+    // says how many are too many. At the threshold the host rolls back, so a
+    // policy that keeps holding (or keeps failing) cannot keep a bad canary alive.
+    if t.old.failed_checks >= r.analysis.threshold && phase != Phase::Promoting {
+        return apply(
+            t,
             Decision::Rollback(format!(
                 "failed checks threshold reached {}",
                 t.old.failed_checks
-            ))
-        }
+            )),
+        );
+    }
+    let input = policy_input(t, webhooks, metrics.to_vec());
+    let decision = match judge.decide(&input) {
+        Ok(d) => guard(&input, d),
         Err(e) => Decision::failed_check(msg::policy_failed(&e.0)),
     };
     apply(t, decision)
@@ -595,6 +591,19 @@ fn promotion_failed(t: &mut Step<'_>, reason: &str) -> Stage {
     };
     t.end(Phase::Failed);
     Ok(())
+}
+
+/// `None` when `ready`; otherwise the step ends here: waiting with a
+/// `NotReady` event, or rolling back past the progress deadline.
+fn unless_ready(t: &mut Step<'_>, ready: &Readiness) -> Option<Stage> {
+    match ready {
+        Readiness::Ready => None,
+        Readiness::NotReady(why) => {
+            t.warning("NotReady", why.clone());
+            Some(Ok(()))
+        }
+        Readiness::DeadlineExceeded(why) => Some(deadline_rollback(t, why)),
+    }
 }
 
 /// A Deployment missed its progress deadline: Flagger's readiness error, then

@@ -84,9 +84,9 @@ fn the_core_refuses_promotion_at_the_threshold_whatever_the_policy_says() {
     let Outcome::Done(tick) = step(&r, &status, &obs, &Reckless) else {
         panic!("expected done")
     };
-    assert_eq!(tick.status.phase, Phase::Progressing);
+    // At the threshold the host rolls back before a policy could promote.
+    assert_eq!(tick.status.phase, Phase::Failed);
     assert!(!tick.actions.contains(&Action::PromoteToPrimary));
-    assert_eq!(tick.status.failed_checks, 6);
 }
 
 #[test]
@@ -462,7 +462,7 @@ fn event_texts_are_single_safe_lines() {
     let msgs: Vec<_> = tick.events().map(|e| e.message.as_str()).collect();
     assert_eq!(
         msgs,
-        ["Halt podinfo.test advancement ok Promotion completed! [31mforged"]
+        ["Halt podinfo.test advancement ok Promotion completed! \\u{1b}[31mforged\\u{202e}"]
     );
 }
 
@@ -503,4 +503,28 @@ fn status_keeps_the_real_weight_and_moves_its_transition_time_only_on_a_phase_ch
     assert_eq!(tick.status.last_transition, 1_000);
     let reasons: Vec<_> = tick.events().map(|e| e.reason).collect();
     assert_eq!(reasons, ["Halt"]);
+}
+
+#[test]
+fn at_the_threshold_the_host_rolls_back_a_policy_that_only_holds() {
+    struct Holder;
+    impl Judge for Holder {
+        fn decide(&self, _: &PolicyInput) -> Result<Decision, JudgeError> {
+            Ok(Decision::failed_check("never satisfied"))
+        }
+    }
+    let r = guide();
+    let (mut status, obs) = progressing(10);
+    status.failed_checks = r.analysis.threshold;
+    let (tick, _) = run_step(&r, &status, obs, &Holder);
+    assert_eq!(tick.status.phase, Phase::Failed);
+    assert_eq!(
+        tick.events()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "Rolling back podinfo.test failed checks threshold reached 5",
+            "Canary failed! Scaling down podinfo.test"
+        ]
+    );
 }

@@ -15,7 +15,7 @@ impl self::fledge::policy::types::Host for PolicyState {}
 
 impl self::fledge::policy::host::Host for PolicyState {
     fn log(&mut self, level: LogLevel, message: String) {
-        self.record(level, message);
+        self.record(level, &message);
     }
 }
 

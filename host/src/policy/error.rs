@@ -19,6 +19,20 @@ pub enum PolicyError {
         mib(*limit)
     )]
     MemoryLimit { limit: u64 },
+    /// The decision used up its fuel (the deterministic budget of the
+    /// simulator) without deciding.
+    #[error(
+        "policy used up its fuel budget of {budget} units without deciding and was stopped; \
+         look for an endless loop or raise the budget (fledge simulate --policy-fuel)"
+    )]
+    FuelExhausted { budget: u64 },
+    /// The input is beyond what a policy is given: the Canary's fault, not
+    /// the policy's.
+    #[error(
+        "policy input is {size} bytes, over the {limit}-byte limit: the Canary has too many \
+         metrics, webhooks or match rules, or too long names; the policy was not run"
+    )]
+    InputTooLarge { size: usize, limit: usize },
     /// The guest trapped (a panic, `unreachable`, out-of-bounds access, ...).
     /// `log` holds what the policy logged during the decision, where the SDK
     /// writes the panic message.
@@ -35,6 +49,25 @@ pub enum PolicyError {
          build it against wit/fledge-policy.wit"
     )]
     WorldMismatch(String),
+    /// The component imports what the world does not provide.
+    #[error(
+        "the component imports {}, which no policy may import: \
+         the world allows only fledge:policy/host; \
+         remove the dependency that needs it (WASI, a JavaScript binding, a host function)",
+        some(.0)
+    )]
+    ForbiddenImports(Vec<String>),
+    /// Refused before compiling: beyond a bound on what loading may cost.
+    #[error(
+        "policy component refused before compiling: {at} has {value} {what}, \
+         over the limit of {limit}"
+    )]
+    TooExpensive {
+        at: String,
+        what: &'static str,
+        value: u64,
+        limit: u64,
+    },
     /// Not a component at all (a core module, or not WebAssembly).
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
@@ -47,6 +80,16 @@ pub enum PolicyError {
     /// The runtime itself could not be set up (configuration, ticker thread).
     #[error("cannot set up the policy runtime: {0}")]
     Setup(String),
+}
+
+/// The first names of a list, and how many more there are.
+fn some(names: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut text = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 fn mib(bytes: u64) -> String {

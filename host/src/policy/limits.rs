@@ -1,13 +1,15 @@
 //! Per-decision store data: the memory cap and the policy's log lines. Lives in
 //! a fresh `Store` for one decision and is dropped with it.
 use super::bindings::LogLevel;
+use crate::core::text::one_line_marked;
 
 /// Bounds of what one decision may log through `fledge:policy/host.log`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogLimits {
     /// Lines kept per decision; later lines are counted, not kept.
     pub max_lines: usize,
-    /// Bytes kept per line; longer lines are cut at a character boundary.
+    /// Bytes kept per line (after control characters are escaped); longer
+    /// lines are cut at a character boundary.
     pub max_line_bytes: usize,
 }
 
@@ -61,19 +63,15 @@ impl PolicyState {
         }
     }
 
-    pub fn record(&mut self, level: LogLevel, mut message: String) {
+    /// Keeps one line the policy logged, as a single line free of control
+    /// characters (it reaches the operator's log and the terminal), cut to
+    /// `max_line_bytes`.
+    pub fn record(&mut self, level: LogLevel, message: &str) {
         if self.lines.len() >= self.limits.max_lines {
             self.dropped_lines += 1;
             return;
         }
-        if message.len() > self.limits.max_line_bytes {
-            let mut end = self.limits.max_line_bytes;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push_str(" [truncated]");
-        }
+        let message = one_line_marked(message, self.limits.max_line_bytes, " [truncated]");
         self.lines.push(LogLine { level, message });
     }
 
@@ -199,9 +197,9 @@ mod tests {
                 max_line_bytes: 5,
             },
         );
-        state.record(LogLevel::Info, "héllo world".into());
-        state.record(LogLevel::Error, "ok".into());
-        state.record(LogLevel::Error, "dropped".into());
+        state.record(LogLevel::Info, "héllo world");
+        state.record(LogLevel::Error, "ok");
+        state.record(LogLevel::Error, "dropped");
         assert_eq!(
             state.log_text(),
             vec![
@@ -209,6 +207,19 @@ mod tests {
                 "error: ok".to_string(),
                 "(1 more lines dropped: at most 2 per decision)".to_string(),
             ]
+        );
+    }
+
+    #[test]
+    fn logged_lines_are_single_lines_without_control_characters() {
+        let mut state = PolicyState::new(1 << 20, LogLimits::default());
+        state.record(
+            LogLevel::Warn,
+            "line one\nline two\u{1b}[2J\u{1b}]8;;https://x.example\u{7}link\u{202e}\0",
+        );
+        assert_eq!(
+            state.lines[0].message,
+            "line one line two\\u{1b}[2J\\u{1b}]8;;https://x.example\\u{7}link\\u{202e}\\u{0}"
         );
     }
 }

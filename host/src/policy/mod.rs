@@ -1,29 +1,38 @@
 //! The Wasm policy runtime: loads rollout policies (WebAssembly components of
 //! the `fledge:policy/rollout-policy` world) and runs one sandboxed decision per
-//! analysis step, bounded in time and memory.
+//! analysis step, bounded in time (or fuel) and memory.
 //!
 //! Lifetimes, from long to short: one [`PolicyRuntime`] per process (engine,
-//! epoch ticker, compiled components by digest) → one [`Policy`] per loaded
+//! epoch ticker when decisions have a deadline, compiled components by
+//! digest) → one [`Policy`] per loaded
 //! component (imports resolved and type-checked once) → one `Store` and one
 //! instance per decision, so no state survives from one decision to the next.
 //!
 //! - [`validate_decision`]: the checks every decision passes before the core acts on it.
 //! - [`NativeJudge`]: the built-in policy without the sandbox, for tests.
 mod bindings;
+mod bounds;
 mod error;
+pub mod imports;
+mod input;
 mod limits;
 mod native;
 mod ticker;
 pub mod toolchain;
 
 #[cfg(test)]
+mod expensive;
+#[cfg(test)]
 mod tests;
 
 pub use crate::core::validate::{validate_decision, InvalidDecision};
+pub use bounds::LoadLimits;
 pub use error::PolicyError;
 pub use limits::LogLimits;
 pub use native::NativeJudge;
 
+use crate::core::text::one_line;
+use crate::core::validate::MAX_REASON_BYTES;
 use crate::core::{Judge, JudgeError};
 use bindings::RolloutPolicyPre;
 use fledge_policy::{Decision, PolicyInput};
@@ -41,45 +50,95 @@ pub const WORLD: &str = "fledge:policy/rollout-policy@0.1.0";
 /// The built-in policy (`policies/flagger`), compiled to a component at build time.
 pub static BUILTIN_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flagger.wasm"));
 
+/// What stops a decision that does not end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Wall-clock time one decision (instantiation included) may take,
+    /// enforced by epoch interruption: a check per loop and call, nearly
+    /// free. The operator's choice; whether a slow decision makes it depends
+    /// on how loaded the machine is.
+    Deadline(Duration),
+    /// Fuel one decision (instantiation included) may consume: about one
+    /// unit per WebAssembly instruction, counted by the compiled code. The
+    /// same decision always uses the same fuel, so a run with a virtual
+    /// clock (`fledge simulate`) has the same outcome every time; the count
+    /// costs some speed, which the simulator can afford.
+    Fuel(u64),
+}
+
+/// Fuel of a decision in `fledge simulate` unless told otherwise: of the
+/// order of the work the operator's 100 ms deadline allows (an endless loop
+/// spends it in about 60 ms here; see `benches/decision.rs`), so both judge
+/// a slow policy much alike, and orders of magnitude more than the built-in policy uses (about
+/// 2 200 units on the guide's step, 130 000 with 400 metrics; see
+/// `fuel_of_the_builtin_policy_per_decision`).
+pub const DEFAULT_FUEL: u64 = 1_000_000_000;
+
 /// Bounds of the sandbox. The defaults suit the built-in policy with a wide
 /// margin: it decides in microseconds within one 64 KiB page of memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
-    /// Wall-clock time one decision (instantiation included) may take.
-    pub deadline: Duration,
+    /// What stops a decision that does not end.
+    pub budget: Budget,
     /// Linear memory one decision may use, in bytes.
     pub memory_limit: u64,
     /// Decisions that may run at the same time; sizes the instance pool.
     pub max_concurrent_decisions: u32,
     /// What a decision may log.
     pub log: LogLimits,
+    /// What a component may cost to load.
+    pub load: LoadLimits,
+    /// Largest policy input, in bytes as it lands in the guest's memory (see
+    /// [`input::encoded_len`]); a quarter of `memory_limit` if that is less.
+    /// A larger input is refused before the policy runs, and blamed on the
+    /// input rather than on the policy.
+    pub max_input_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            deadline: Duration::from_millis(100),
+            budget: Budget::Deadline(Duration::from_millis(100)),
             memory_limit: 32 << 20,
             max_concurrent_decisions: 16,
             log: LogLimits::default(),
+            load: LoadLimits::default(),
+            max_input_bytes: 1 << 20,
         }
     }
 }
 
 impl RuntimeConfig {
-    /// Epoch period: a tenth of the deadline, between 1 and 10 ms. A decision
-    /// is stopped between `deadline` and `deadline + tick` after it starts.
-    fn tick(&self) -> Duration {
-        (self.deadline / 10).clamp(Duration::from_millis(1), Duration::from_millis(10))
+    /// The defaults with a fuel budget instead of a deadline: for runs that
+    /// must come out the same every time.
+    pub fn deterministic(fuel: u64) -> RuntimeConfig {
+        RuntimeConfig {
+            budget: Budget::Fuel(fuel),
+            ..RuntimeConfig::default()
+        }
     }
 
-    /// Epochs to allow: rounded up, plus one because the first tick may come
-    /// right after the deadline is set.
-    fn deadline_ticks(&self) -> u64 {
-        let tick = self.tick().as_nanos();
-        let ticks = self.deadline.as_nanos().div_ceil(tick);
-        u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+    /// The input bound in force: `max_input_bytes`, or a quarter of the
+    /// memory cap if that is less, so an accepted input always leaves the
+    /// policy room to work.
+    fn input_limit(&self) -> usize {
+        let quarter = usize::try_from(self.memory_limit / 4).unwrap_or(usize::MAX);
+        self.max_input_bytes.min(quarter)
     }
+}
+
+/// Epoch period for `deadline`: a tenth of it, between 1 and 10 ms. A
+/// decision is stopped between `deadline` and `deadline + tick` after it starts.
+fn tick(deadline: Duration) -> Duration {
+    (deadline / 10).clamp(Duration::from_millis(1), Duration::from_millis(10))
+}
+
+/// Epochs to allow: rounded up, plus one because the first tick may come
+/// right after the deadline is set.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let tick = tick(deadline).as_nanos();
+    let ticks = deadline.as_nanos().div_ceil(tick);
+    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// Linear memory the pool keeps mapped for a slot between decisions, so a
@@ -105,7 +164,8 @@ struct Shared {
     /// bytes twice compiles once.
     cache: Mutex<HashMap<String, RolloutPolicyPre<PolicyState>>>,
     slots: Slots,
-    _ticker: ticker::EpochTicker,
+    /// Only with a deadline: fuel needs no clock.
+    _ticker: Option<ticker::EpochTicker>,
 }
 
 /// Loads and runs policy components. One per process; cheap to clone (clones
@@ -117,10 +177,18 @@ pub struct PolicyRuntime {
 
 impl PolicyRuntime {
     pub fn new(config: RuntimeConfig) -> Result<PolicyRuntime, PolicyError> {
-        if config.deadline.is_zero() {
-            return Err(PolicyError::Setup(
-                "the decision deadline must be above zero".into(),
-            ));
+        match config.budget {
+            Budget::Deadline(d) if d.is_zero() => {
+                return Err(PolicyError::Setup(
+                    "the decision deadline must be above zero".into(),
+                ));
+            }
+            Budget::Fuel(0) => {
+                return Err(PolicyError::Setup(
+                    "the decision fuel budget must be above zero".into(),
+                ));
+            }
+            _ => {}
         }
         let memory_limit = usize::try_from(config.memory_limit)
             .ok()
@@ -153,9 +221,18 @@ impl PolicyRuntime {
             // usually reuses a warm slot of the same policy.
             .max_unused_warm_slots(slots);
 
+        let fuel = matches!(config.budget, Budget::Fuel(_));
+        // Compilation runs on one thread (wasmtime's `parallel-compilation`
+        // feature is off), so its memory is that of one function at a time;
+        // what it may cost is bounded by `LoadLimits` before it starts. The
+        // optimisation level stays the default: `OptLevel::None` compiles
+        // the costliest accepted input no faster (register allocation and
+        // SSA construction dominate), and the code it makes is slower.
         let mut wasm = Config::new();
         wasm.concurrency_support(false)
-            .epoch_interruption(true)
+            // One or the other: the operator's hot path pays for no fuel count.
+            .epoch_interruption(!fuel)
+            .consume_fuel(fuel)
             .memory_init_cow(true)
             .allocation_strategy(pool);
         let engine = Engine::new(&wasm)
@@ -164,9 +241,14 @@ impl PolicyRuntime {
         let mut linker = Linker::new(&engine);
         bindings::add_to_linker(&mut linker)
             .map_err(|e| PolicyError::Setup(format!("cannot link the host functions: {e:#}")))?;
-        let ticker = ticker::EpochTicker::start(engine.clone(), config.tick()).map_err(|e| {
-            PolicyError::Setup(format!("cannot start the epoch ticker thread: {e}"))
-        })?;
+        let ticker = match config.budget {
+            Budget::Deadline(deadline) => Some(
+                ticker::EpochTicker::start(engine.clone(), tick(deadline)).map_err(|e| {
+                    PolicyError::Setup(format!("cannot start the epoch ticker thread: {e}"))
+                })?,
+            ),
+            Budget::Fuel(_) => None,
+        };
         Ok(PolicyRuntime {
             shared: Arc::new(Shared {
                 engine,
@@ -202,8 +284,9 @@ impl PolicyRuntime {
         let pre = match cached {
             Some(pre) => pre,
             None => {
-                // Compile outside the lock: it takes milliseconds, and other
-                // loads should not wait for it. A racing load of the same
+                // Compile outside the lock: it takes milliseconds (at most
+                // about a second within the load limits), and other loads
+                // should not wait for it. A racing load of the same
                 // bytes just compiles twice.
                 let component = self.compile(bytes)?;
                 let pre = self.link(&component)?;
@@ -242,19 +325,29 @@ impl PolicyRuntime {
 
     fn compile(&self, bytes: &[u8]) -> Result<Component, PolicyError> {
         check_is_component(bytes)?;
+        // Before Cranelift sees a byte: what it would cost is bounded here.
+        bounds::check(bytes, &self.shared.config.load)?;
         Component::new(&self.shared.engine, bytes)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))
+            .map_err(|e| PolicyError::Compile(one_line(&format!("{e:#}"), MAX_ERROR_BYTES)))
     }
 
     /// Resolves the imports against the host and type-checks the `decide`
     /// export; any mismatch means the component targets another world.
     fn link(&self, component: &Component) -> Result<RolloutPolicyPre<PolicyState>, PolicyError> {
+        let (imports, exports) = describe(&self.shared.engine, component);
+        let ty = component.component_type();
+        let foreign = imports::foreign(ty.imports(&self.shared.engine).map(|(name, _)| name));
+        if !foreign.is_empty() {
+            return Err(PolicyError::ForbiddenImports(foreign));
+        }
         let mismatch = |e: wasmtime::Error| {
-            let (imports, exports) = describe(&self.shared.engine, component);
-            PolicyError::WorldMismatch(format!(
-                "it exports {} and imports {} ({e:#})",
-                list(&exports),
-                list(&imports)
+            PolicyError::WorldMismatch(one_line(
+                &format!(
+                    "it exports {} and imports {} ({e:#})",
+                    list(&exports),
+                    list(&imports)
+                ),
+                MAX_ERROR_BYTES,
             ))
         };
         let pre = self
@@ -305,16 +398,45 @@ impl Policy {
         &self.inner.digest
     }
 
-    /// Runs one decision in a fresh instance and validates it against `input`.
+    /// Runs one decision in a fresh instance and validates it against
+    /// `input`; its reasons come back as single lines without control
+    /// characters (see [`crate::core::text`]).
     pub fn evaluate(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
-        let decision = self.run(input)?;
+        let mut decision = self.run(input)?;
         validate_decision(input, &decision)?;
+        clean_reasons(&mut decision);
         Ok(decision)
+    }
+
+    /// Fuel one decision on `input` consumes, when the runtime counts fuel.
+    pub fn fuel_used(&self, input: &PolicyInput) -> Result<Option<u64>, PolicyError> {
+        let Budget::Fuel(budget) = self.inner.shared.config.budget else {
+            return Ok(None);
+        };
+        let mut left = 0;
+        self.run_with(input, |store| left = store.get_fuel().unwrap_or(0))?;
+        Ok(Some(budget - left))
     }
 
     /// One decision, not yet validated.
     fn run(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
+        self.run_with(input, |_| {})
+    }
+
+    /// One decision; `after` sees the store once the call returned.
+    fn run_with(
+        &self,
+        input: &PolicyInput,
+        after: impl FnOnce(&Store<PolicyState>),
+    ) -> Result<Decision, PolicyError> {
         let shared = &*self.inner.shared;
+        // Blame an oversized input on the input, before the guest runs out
+        // of memory copying it in.
+        let size = input::encoded_len(input);
+        let limit = shared.config.input_limit();
+        if size > limit {
+            return Err(PolicyError::InputTooLarge { size, limit });
+        }
         // Declared before the store, so the slot is given back after the
         // store (and its pool slot) is gone.
         let _slot = shared.slots.acquire();
@@ -324,8 +446,15 @@ impl Policy {
         );
         store.limiter(|state| &mut state.memory);
         // Set before instantiation, so start functions are bounded too.
-        store.set_epoch_deadline(shared.config.deadline_ticks());
-        store.epoch_deadline_trap();
+        match shared.config.budget {
+            Budget::Deadline(deadline) => {
+                store.set_epoch_deadline(deadline_ticks(deadline));
+                store.epoch_deadline_trap();
+            }
+            Budget::Fuel(fuel) => store
+                .set_fuel(fuel)
+                .map_err(|e| PolicyError::Setup(format!("cannot set the fuel budget: {e}")))?,
+        }
 
         let wit_input = bindings::input_to_wit(input);
         let result = self
@@ -333,6 +462,7 @@ impl Policy {
             .pre
             .instantiate(&mut store)
             .and_then(|policy| policy.call_decide(&mut store, &wit_input));
+        after(&store);
         self.emit_log(&input.canary, store.data());
         match result {
             Ok(decision) => Ok(bindings::decision_from_wit(decision)),
@@ -371,8 +501,12 @@ impl Judge for Policy {
     }
 }
 
-/// Turns a failed instantiation or call into the error a person can act on.
+/// Turns a failed instantiation or call into the error a person can act on:
+/// one line naming the cause. The wasm backtrace goes to the debug log.
 fn classify(err: wasmtime::Error, state: &PolicyState, config: &RuntimeConfig) -> PolicyError {
+    if let Some(backtrace) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
+        tracing::debug!(%backtrace, "policy stopped");
+    }
     // The limiter's flag comes first: its error surfaces as a plain trap.
     if state.memory.exceeded {
         return PolicyError::MemoryLimit {
@@ -381,8 +515,20 @@ fn classify(err: wasmtime::Error, state: &PolicyState, config: &RuntimeConfig) -
     }
     let log = state.log_text();
     match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => PolicyError::Timeout {
-            limit: config.deadline,
+        Some(Trap::Interrupt) => match config.budget {
+            Budget::Deadline(limit) => PolicyError::Timeout { limit },
+            // Epochs only tick with a deadline; nothing else interrupts.
+            Budget::Fuel(_) => PolicyError::Trap {
+                message: "interrupted".into(),
+                log,
+            },
+        },
+        Some(Trap::OutOfFuel) => PolicyError::FuelExhausted {
+            // Only a fuel budget can run out; 0 would say "no fuel at all".
+            budget: match config.budget {
+                Budget::Fuel(fuel) => fuel,
+                Budget::Deadline(_) => 0,
+            },
         },
         Some(trap) => {
             // The SDK's panic hook logs the panic message just before the
@@ -392,12 +538,16 @@ fn classify(err: wasmtime::Error, state: &PolicyState, config: &RuntimeConfig) -
                 .iter()
                 .rev()
                 .find(|l| l.message.starts_with("policy panicked"));
+            let cause = trap_cause(*trap);
             let message = match panic {
-                // One line: it ends up in an event.
-                Some(line) => format!("{} ({trap})", line.message.replace('\n', " ")),
-                None => trap.to_string(),
+                // Log lines are single lines already.
+                Some(line) => format!("{} ({cause})", line.message),
+                None => cause,
             };
-            PolicyError::Trap { message, log }
+            PolicyError::Trap {
+                message: one_line(&message, MAX_ERROR_BYTES),
+                log,
+            }
         }
         None if err
             .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
@@ -408,12 +558,42 @@ fn classify(err: wasmtime::Error, state: &PolicyState, config: &RuntimeConfig) -
                 config.max_concurrent_decisions
             ))
         }
-        None => PolicyError::Trap {
-            message: format!("{err:#}"),
-            log,
-        },
+        None => {
+            // The root cause, without the contexts wasmtime adds (the
+            // backtrace among them).
+            tracing::debug!(error = ?err, "policy failed");
+            PolicyError::Trap {
+                message: one_line(&err.root_cause().to_string(), MAX_ERROR_BYTES),
+                log,
+            }
+        }
     }
 }
+
+/// A trap's cause in the words a policy author searches for.
+fn trap_cause(trap: Trap) -> String {
+    match trap {
+        Trap::StackOverflow => {
+            "stack overflow (call stack exhausted: look for unbounded recursion)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A decision's reasons as single lines without control characters, within
+/// the length the validator allows.
+pub(crate) fn clean_reasons(decision: &mut Decision) {
+    let reason = match decision {
+        Decision::Hold(hold) => &mut hold.reason,
+        Decision::Rollback(reason) | Decision::Wait(reason) => reason,
+        Decision::Advance(_) | Decision::Promote => return,
+    };
+    *reason = one_line(reason, MAX_REASON_BYTES);
+}
+
+/// Longest error detail kept from wasmtime or a trap: enough for any real
+/// message, short enough for an event.
+const MAX_ERROR_BYTES: usize = 1024;
 
 /// `sha256:<hex>` of `bytes`.
 pub fn digest(bytes: &[u8]) -> String {

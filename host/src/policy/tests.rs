@@ -177,7 +177,7 @@ fn endless_loop_is_stopped_by_the_deadline() {
 /// loaded the machine is.
 fn patient_runtime(memory_limit: u64) -> PolicyRuntime {
     PolicyRuntime::new(RuntimeConfig {
-        deadline: Duration::from_secs(30),
+        budget: Budget::Deadline(Duration::from_secs(30)),
         memory_limit,
         max_concurrent_decisions: 2,
         ..RuntimeConfig::default()
@@ -334,13 +334,16 @@ fn policies_decide_concurrently_from_many_threads() {
 #[test]
 fn config_is_checked_and_the_deadline_rounds_up() {
     let zero = RuntimeConfig {
-        deadline: Duration::ZERO,
+        budget: Budget::Deadline(Duration::ZERO),
         ..RuntimeConfig::default()
     };
     assert!(matches!(
         PolicyRuntime::new(zero),
         Err(PolicyError::Setup(_))
     ));
+    assert!(PolicyRuntime::new(RuntimeConfig::deterministic(0))
+        .err()
+        .is_some_and(|e| e.to_string().contains("fuel budget must be above zero")));
     let tiny = RuntimeConfig {
         memory_limit: 4096,
         ..RuntimeConfig::default()
@@ -349,21 +352,18 @@ fn config_is_checked_and_the_deadline_rounds_up() {
         .err()
         .is_some_and(|e| e.to_string().contains("at least 1 MiB")));
 
-    let config = RuntimeConfig::default();
-    assert_eq!(config.tick(), Duration::from_millis(10));
-    assert_eq!(config.deadline_ticks(), 11);
-    let odd = RuntimeConfig {
-        deadline: Duration::from_millis(25),
-        ..RuntimeConfig::default()
-    };
+    let deadline = Duration::from_millis(100);
+    assert_eq!(RuntimeConfig::default().budget, Budget::Deadline(deadline));
+    assert_eq!(tick(deadline), Duration::from_millis(10));
+    assert_eq!(deadline_ticks(deadline), 11);
     // 2.5 ms ticks: 10 of them, plus one.
-    assert_eq!(odd.deadline_ticks(), 11);
+    assert_eq!(deadline_ticks(Duration::from_millis(25)), 11);
 }
 
 #[test]
 fn a_smaller_deadline_and_cap_are_honoured() {
     let rt = PolicyRuntime::new(RuntimeConfig {
-        deadline: Duration::from_millis(20),
+        budget: Budget::Deadline(Duration::from_millis(20)),
         memory_limit: 8 << 20,
         max_concurrent_decisions: 2,
         ..RuntimeConfig::default()
@@ -455,6 +455,526 @@ fn inputs_far_larger_than_the_guest_arena_round_trip() {
         .collect();
     let decision = builtin().evaluate(&ab).unwrap();
     assert_eq!(decision, fledge_policy_flagger::decide(&ab));
+}
+
+/// The runtime `fledge simulate` uses: fuel, not a clock.
+fn fuel_runtime() -> &'static PolicyRuntime {
+    static RUNTIME: OnceLock<PolicyRuntime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        PolicyRuntime::new(RuntimeConfig::deterministic(DEFAULT_FUEL)).expect("runtime starts")
+    })
+}
+
+#[test]
+fn endless_loop_exhausts_its_fuel_the_same_way_every_time() {
+    let policy = fuel_runtime()
+        .load(&fixture_bytes("endless-loop"))
+        .expect("fixture loads");
+    let first = policy.evaluate(&guide_input()).unwrap_err();
+    assert_eq!(
+        first,
+        PolicyError::FuelExhausted {
+            budget: DEFAULT_FUEL
+        }
+    );
+    assert_eq!(
+        first.to_string(),
+        "policy used up its fuel budget of 1000000000 units without deciding and was stopped; \
+         look for an endless loop or raise the budget (fledge simulate --policy-fuel)"
+    );
+    // Distinct from a deadline miss, and the same on every run.
+    assert!(!matches!(first, PolicyError::Timeout { .. }));
+    for _ in 0..3 {
+        assert_eq!(policy.evaluate(&guide_input()).unwrap_err(), first);
+    }
+}
+
+#[test]
+fn fuel_of_the_builtin_policy_per_decision() {
+    let policy = fuel_runtime().builtin().unwrap();
+    // The guide's step, and a large one: 400 metrics with long names.
+    let mut large = guide_input();
+    large.metrics = (0..400)
+        .map(|i| MetricResult {
+            name: format!("{}-{i}", "template-metric".repeat(8)),
+            value: MetricValue::Value(f64::from(i)),
+            min: None,
+            max: Some(1000.0),
+            unit: MetricUnit::None,
+        })
+        .collect();
+    // Orders of magnitude below the default budget: 100 000 times on the
+    // guide's step (about 2 200 units), 1 000 times with 400 metrics (130 000).
+    for (what, input, margin) in [
+        ("guide step", guide_input(), 100_000),
+        ("400 metrics", large, 1_000),
+    ] {
+        let fuel = policy.fuel_used(&input).unwrap().expect("fuel is counted");
+        println!("built-in policy, {what}: {fuel} units of fuel");
+        // Deterministic: the same input, the same fuel.
+        assert_eq!(policy.fuel_used(&input).unwrap(), Some(fuel));
+        assert!(fuel > 0 && fuel < DEFAULT_FUEL / margin, "{what}: {fuel}");
+        // Counting fuel changes nothing about the decision.
+        assert_eq!(
+            policy.evaluate(&input).unwrap(),
+            builtin().evaluate(&input).unwrap()
+        );
+    }
+    // The operator's runtime does not count.
+    assert_eq!(builtin().fuel_used(&guide_input()).unwrap(), None);
+}
+
+#[test]
+fn fuel_budget_walks_the_guide_like_the_deadline() {
+    let (advances, end) = walk(&fuel_runtime().builtin().unwrap(), guide_input());
+    assert_eq!(advances.len(), 10);
+    assert_eq!(end, Decision::Promote);
+}
+
+#[test]
+fn a_tiny_fuel_budget_stops_even_the_builtin() {
+    let rt = PolicyRuntime::new(RuntimeConfig::deterministic(50)).unwrap();
+    assert_eq!(
+        rt.builtin().unwrap().evaluate(&guide_input()),
+        Err(PolicyError::FuelExhausted { budget: 50 })
+    );
+}
+
+#[test]
+fn stack_overflow_says_so_in_one_line() {
+    let err = patient_runtime(32 << 20)
+        .load(&fixture_bytes("stack-overflow"))
+        .unwrap()
+        .evaluate(&guide_input())
+        .unwrap_err();
+    let PolicyError::Trap { message, .. } = &err else {
+        panic!("expected a trap, got {err:?}");
+    };
+    assert!(message.starts_with("stack overflow"), "{message}");
+    let text = err.to_string();
+    assert!(
+        !text.contains('\n') && !text.contains("backtrace"),
+        "{text}"
+    );
+}
+
+/// What a terminal or log reader must never be handed raw.
+fn assert_clean(text: &str) {
+    assert!(
+        !text
+            .chars()
+            .any(|c| c.is_control()
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')),
+        "{text:?}"
+    );
+}
+
+fn hostile_input(answer: &str) -> PolicyInput {
+    PolicyInput {
+        canary: format!("{answer}.test"),
+        ..guide_input()
+    }
+}
+
+#[test]
+fn hostile_reasons_come_back_as_clean_single_lines() {
+    let policy = fixture("hostile-text");
+    let expected = "checks\\u{1b}[2J\\u{1b}]8;;https://evil.example\\u{7}click\\u{1b}]8;;\\u{7} \
+                    \\u{202e}kcabllor\\u{202c}\\u{0} forged: line  ";
+    let hold = policy.evaluate(&hostile_input("hold")).unwrap();
+    assert_eq!(hold, Decision::failed_check(expected));
+    assert_eq!(
+        policy.evaluate(&hostile_input("rollback")).unwrap(),
+        Decision::Rollback(expected.into())
+    );
+    assert_eq!(
+        policy.evaluate(&hostile_input("wait")).unwrap(),
+        Decision::Wait(expected.into())
+    );
+    // What the core sees through the Judge trait is clean too.
+    let Decision::Hold(hold) = policy.decide(&hostile_input("hold")).unwrap() else {
+        panic!("expected a hold");
+    };
+    assert_clean(&hold.reason);
+}
+
+#[test]
+fn hostile_log_lines_and_panic_messages_are_clean_single_lines() {
+    let err = fixture("hostile-text")
+        .evaluate(&hostile_input("panic"))
+        .unwrap_err();
+    let PolicyError::Trap { message, log } = &err else {
+        panic!("expected a trap, got {err:?}");
+    };
+    assert!(
+        message.starts_with("policy panicked at hostile-text/src/lib.rs:"),
+        "{message}"
+    );
+    assert!(message.contains("gave up\\u{1b}[2J"), "{message}");
+    assert_clean(message);
+    assert_clean(&err.to_string());
+    assert!(log[0].starts_with("warn: judging\\u{1b}[2J"), "{log:?}");
+    for line in log {
+        assert_clean(line);
+    }
+}
+
+#[test]
+fn imports_beyond_the_world_are_named() {
+    let err = runtime().load(&fixture_bytes("extra-imports")).unwrap_err();
+    let PolicyError::ForbiddenImports(names) = &err else {
+        panic!("expected forbidden imports, got {err:?}");
+    };
+    let mut names = names.clone();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "fledge:policy/metric-query@0.1.0",
+            "host-time",
+            "wasi:clocks/wall-clock@0.2.0"
+        ]
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("which no policy may import: the world allows only fledge:policy/host"),
+        "{text}"
+    );
+    let info = runtime().inspect(&fixture_bytes("extra-imports")).unwrap();
+    assert!(matches!(info.world, Err(PolicyError::ForbiddenImports(_))));
+    // A long list is cut in the message.
+    let many = PolicyError::ForbiddenImports((0..10).map(|i| format!("f{i}")).collect());
+    assert!(
+        many.to_string()
+            .starts_with("the component imports f0, f1, f2, f3, f4, f5, f6, f7 and 2 more, which"),
+        "{many}"
+    );
+    // The built-in policy imports only what the world has.
+    assert!(runtime().inspect(BUILTIN_COMPONENT).unwrap().world.is_ok());
+}
+
+#[test]
+fn core_module_imports_beyond_the_world_are_named() {
+    use wasm_encoder::{EntityType, ImportSection, Module, TypeSection};
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut imports = ImportSection::new();
+    imports.import("fledge:policy/host@0.1.0", "log", EntityType::Function(0));
+    imports.import("env", "clock_ms", EntityType::Function(0));
+    imports.import(
+        "wasi_snapshot_preview1",
+        "fd_write",
+        EntityType::Function(0),
+    );
+    let mut module = Module::new();
+    module.section(&types).section(&imports);
+    assert_eq!(
+        imports::foreign_in_core_module(module.as_slice()),
+        ["env::clock_ms", "wasi_snapshot_preview1::fd_write"]
+    );
+}
+
+#[test]
+fn an_input_too_large_is_blamed_on_the_input() {
+    // 40 MB of metric names: more than the guest's whole memory.
+    let mut input = guide_input();
+    input.metrics = (0..40_000)
+        .map(|i| MetricResult {
+            name: format!("{i}-{}", "m".repeat(1000)),
+            value: MetricValue::Value(1.0),
+            min: None,
+            max: Some(2.0),
+            unit: MetricUnit::None,
+        })
+        .collect();
+    let size = input::encoded_len(&input);
+    assert!(size > 40_000_000, "{size}");
+    // The endless loop never runs: the input is refused first.
+    let err = fixture("endless-loop").evaluate(&input).unwrap_err();
+    assert_eq!(
+        err,
+        PolicyError::InputTooLarge {
+            size,
+            limit: 1 << 20
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "policy input is {size} bytes, over the 1048576-byte limit: the Canary has too many \
+             metrics, webhooks or match rules, or too long names; the policy was not run"
+        )
+    );
+    assert!(matches!(
+        builtin().evaluate(&input),
+        Err(PolicyError::InputTooLarge { .. })
+    ));
+    // A smaller memory cap lowers the bound to a quarter of it.
+    let small = PolicyRuntime::new(RuntimeConfig {
+        memory_limit: 2 << 20,
+        max_concurrent_decisions: 1,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let mut medium = guide_input();
+    medium.metrics = input.metrics[..600].to_vec();
+    assert_eq!(
+        small.builtin().unwrap().evaluate(&medium),
+        Err(PolicyError::InputTooLarge {
+            size: input::encoded_len(&medium),
+            limit: 512 << 10
+        })
+    );
+}
+
+mod loading {
+    //! The bounds on what a component may cost to compile.
+    use super::super::expensive::{self, Shape};
+    use super::*;
+
+    /// The shapes the issue measured: 1.75 MB and 7 MB built to be slow.
+    fn expensive_1_75_mb() -> Vec<u8> {
+        expensive::component(&Shape::filling(1_750_000, 20_000, 4_000))
+    }
+
+    #[test]
+    fn a_component_over_the_size_limit_is_refused_before_compiling() {
+        let bytes = expensive::component(&Shape::filling(7_000_000, 20_000, 4_000));
+        assert!(bytes.len() > 6_500_000, "{}", bytes.len());
+        let err = runtime().load(&bytes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "policy component refused before compiling: the component has {} bytes, \
+                 over the limit of 4194304",
+                bytes.len()
+            )
+        );
+        // inspect compiles too, so it is bounded the same way.
+        assert!(matches!(
+            runtime().inspect(&bytes),
+            Err(PolicyError::TooExpensive { .. })
+        ));
+    }
+
+    #[test]
+    fn an_expensive_component_within_the_size_limit_is_refused_before_compiling() {
+        let bytes = expensive_1_75_mb();
+        assert!(bytes.len() < LoadLimits::default().max_component_bytes);
+        let err = runtime().load(&bytes).unwrap_err();
+        let PolicyError::TooExpensive {
+            at, what, limit, ..
+        } = &err
+        else {
+            panic!("expected a refusal, got {err:?}");
+        };
+        assert_eq!(
+            (at.as_str(), *what, *limit),
+            ("the component", "bytes of code", 320 << 10)
+        );
+        // One such function alone is refused for its locals.
+        let one = expensive::component(&Shape {
+            functions: 1,
+            locals: 20_000,
+            blocks: 4_000,
+        });
+        assert_eq!(
+            runtime().load(&one).unwrap_err(),
+            PolicyError::TooExpensive {
+                at: "function 0 of core module 0".into(),
+                what: "bytes of code",
+                value: 160_246,
+                limit: 64 << 10,
+            }
+        );
+        let err = runtime()
+            .load(&expensive::component(&Shape {
+                functions: 1,
+                locals: 1_500,
+                blocks: 10,
+            }))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "policy component refused before compiling: function 0 of core module 0 has \
+             1500 locals, over the limit of 1000"
+        );
+        // Many locals in a large body: each within its bound, not both.
+        let err = runtime()
+            .load(&expensive::component(&Shape {
+                functions: 1,
+                locals: 500,
+                blocks: 500,
+            }))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("locals times bytes of code, over the limit of 2500000"),
+            "{err}"
+        );
+    }
+
+    /// Limits small enough to trip on small generated components.
+    fn small() -> LoadLimits {
+        LoadLimits {
+            max_component_bytes: 1 << 20,
+            max_core_modules: 1,
+            max_functions: 10,
+            max_function_bytes: 2_000,
+            max_locals_per_function: 50,
+            max_locals_times_bytes: u64::MAX,
+            max_code_bytes: 10_000,
+            max_component_items: 10,
+            max_types_per_module: 1,
+        }
+    }
+
+    fn refusal(shape: Shape) -> (String, &'static str, u64, u64) {
+        match bounds::check(&expensive::component(&shape), &small()) {
+            Err(PolicyError::TooExpensive {
+                at,
+                what,
+                value,
+                limit,
+            }) => (at, what, value, limit),
+            other => panic!("{shape:?}: expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_bound_is_named_with_its_limit() {
+        let ok = Shape {
+            functions: 2,
+            locals: 10,
+            blocks: 10,
+        };
+        assert_eq!(bounds::check(&expensive::component(&ok), &small()), Ok(()));
+        assert_eq!(
+            refusal(Shape {
+                functions: 11,
+                ..ok
+            }),
+            ("the component".into(), "functions", 11, 10)
+        );
+        assert_eq!(
+            refusal(Shape { locals: 51, ..ok }),
+            ("function 0 of core module 0".into(), "locals", 51, 50)
+        );
+        let (at, what, _, limit) = refusal(Shape { blocks: 200, ..ok });
+        assert_eq!(
+            (at.as_str(), what, limit),
+            ("function 0 of core module 0", "bytes of code", 2_000)
+        );
+        let (at, what, _, limit) = refusal(Shape {
+            functions: 10,
+            blocks: 90,
+            ..ok
+        });
+        assert_eq!(
+            (at.as_str(), what, limit),
+            ("the component", "bytes of code", 10_000)
+        );
+        // Two modules where one is allowed.
+        let module = expensive::core_module(&ok);
+        let mut component = wasm_encoder::Component::new();
+        component
+            .section(&wasm_encoder::ModuleSection(&module))
+            .section(&wasm_encoder::ModuleSection(&module));
+        assert_eq!(
+            bounds::check(&component.finish(), &small()),
+            Err(PolicyError::TooExpensive {
+                at: "the component".into(),
+                what: "core modules",
+                value: 2,
+                limit: 1
+            })
+        );
+        let err = bounds::check(
+            &[0; 100],
+            &LoadLimits {
+                max_component_bytes: 99,
+                ..small()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "policy component refused before compiling: the component has 100 bytes, \
+             over the limit of 99"
+        );
+    }
+
+    #[test]
+    fn component_level_items_are_bounded() {
+        // Two items (an import and its lowering) per function, plus a few.
+        let within = expensive::lowered_imports(400);
+        assert_eq!(bounds::check(&within, &LoadLimits::default()), Ok(()));
+        let err =
+            bounds::check(&expensive::lowered_imports(600), &LoadLimits::default()).unwrap_err();
+        let PolicyError::TooExpensive { what, limit, .. } = &err else {
+            panic!("expected a refusal, got {err:?}");
+        };
+        assert!(what.starts_with("component-level items"), "{err}");
+        assert_eq!(*limit, 1_000);
+    }
+
+    #[test]
+    fn the_builtin_passes_the_bounds_with_a_wide_margin() {
+        let d = LoadLimits::default();
+        // A quarter of every default is still enough.
+        let quarter = LoadLimits {
+            max_component_bytes: d.max_component_bytes / 4,
+            max_core_modules: d.max_core_modules / 2,
+            max_functions: d.max_functions / 4,
+            max_function_bytes: d.max_function_bytes / 4,
+            max_locals_per_function: d.max_locals_per_function / 4,
+            max_locals_times_bytes: d.max_locals_times_bytes / 4,
+            max_code_bytes: d.max_code_bytes / 4,
+            max_component_items: d.max_component_items / 4,
+            max_types_per_module: d.max_types_per_module / 4,
+        };
+        assert_eq!(bounds::check(BUILTIN_COMPONENT, &quarter), Ok(()));
+        for fixture in ["panic", "hostile-text", "stack-overflow", "wrong-world"] {
+            assert_eq!(
+                bounds::check(&fixture_bytes(fixture), &quarter),
+                Ok(()),
+                "{fixture}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_worst_accepted_shape_passes_the_bounds() {
+        let worst = worst_accepted();
+        let bytes = expensive::component(&worst);
+        assert_eq!(bounds::check(&bytes, &LoadLimits::default()), Ok(()));
+        // And it is at the limits: one more block per function, or twice
+        // the functions, is refused.
+        let longer = Shape {
+            blocks: worst.blocks + 1,
+            ..worst
+        };
+        assert!(bounds::check(&expensive::component(&longer), &LoadLimits::default()).is_err());
+        let more = Shape {
+            functions: worst.functions * 2,
+            ..worst
+        };
+        assert!(bounds::check(&expensive::component(&more), &LoadLimits::default()).is_err());
+    }
+
+    /// The costliest component the default limits let through, as measured
+    /// in `benches/compile.rs`: 250 locals per function, bodies as large as
+    /// the locals-times-bytes bound allows, as many as the code bound takes.
+    pub fn worst_accepted() -> Shape {
+        let d = LoadLimits::default();
+        expensive::worst_accepted(
+            250,
+            d.max_function_bytes,
+            d.max_locals_times_bytes,
+            d.max_code_bytes,
+            d.max_functions,
+        )
+    }
 }
 
 mod agreement {

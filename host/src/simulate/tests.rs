@@ -19,13 +19,10 @@ const AB_TEST: &str = include_str!("../../../examples/scenarios/ab-test.yaml");
 fn builtin() -> &'static crate::policy::Policy {
     static POLICY: OnceLock<crate::policy::Policy> = OnceLock::new();
     POLICY.get_or_init(|| {
-        // These tests are about rollouts, not deadlines: a loaded test machine
-        // must not turn a slow decision into a failed check.
-        let runtime = PolicyRuntime::new(RuntimeConfig {
-            deadline: std::time::Duration::from_secs(5),
-            ..RuntimeConfig::default()
-        })
-        .expect("runtime starts");
+        // Fuel, as `fledge simulate` runs it: a loaded test machine cannot
+        // turn a slow decision into a failed check.
+        let runtime = PolicyRuntime::new(RuntimeConfig::deterministic(crate::policy::DEFAULT_FUEL))
+            .expect("runtime starts");
         runtime.builtin().expect("built-in policy loads")
     })
 }

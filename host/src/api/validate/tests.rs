@@ -172,3 +172,77 @@ fn no_analysis_means_skip_analysis() {
     let v = validate(&canary(head)).expect("valid");
     assert!(v.rollout.skip_analysis);
 }
+
+#[test]
+fn lists_are_capped_so_no_canary_grows_the_policy_input_without_bound() {
+    let metric = "    - name: request-duration\n      thresholdRange:\n        max: 500\n";
+    let many = GUIDE.replacen(
+        "    - name: request-duration\n",
+        &format!("{}    - name: request-duration\n", metric.repeat(64)),
+        1,
+    );
+    let errs = errors(&many);
+    assert!(
+        errs.iter()
+            .any(|e| e
+                == "spec.analysis.metrics: 66 entries, more than the 64 allowed; list at most 64"),
+        "{errs:#?}"
+    );
+    let hook = "    - name: h\n      type: rollout\n      url: http://h/\n";
+    let many = GUIDE.replacen(
+        "    - name: load-test\n",
+        &format!("{}    - name: load-test\n", hook.repeat(64)),
+        1,
+    );
+    assert!(errors(&many)
+        .iter()
+        .any(|e| e.starts_with("spec.analysis.webhooks: 66 entries, more than the 64 allowed")));
+    let header = include_str!("../../../../examples/podinfo/canary-ab-header.yaml");
+    let rule = "    - headers:\n        x-canary:\n          exact: \"insider\"\n";
+    let many = header.replacen(rule, &rule.repeat(33), 1);
+    assert!(errors(&many)
+        .iter()
+        .any(|e| e.starts_with("spec.analysis.match: 33 entries, more than the 32 allowed")));
+    let headers: String = (0..17)
+        .map(|i| format!("        h{i}:\n          exact: x\n"))
+        .collect();
+    let many = header.replacen(
+        "        x-canary:\n          exact: \"insider\"\n",
+        &headers,
+        1,
+    );
+    assert!(errors(&many)
+        .iter()
+        .any(|e| e
+            .starts_with("spec.analysis.match[0].headers: 17 headers, more than the 16 allowed")));
+}
+
+#[test]
+fn numbers_outside_their_ranges_name_the_range() {
+    for (from, to, expected) in [
+        (
+            "progressDeadlineSeconds: 60",
+            "progressDeadlineSeconds: 0",
+            "spec.progressDeadlineSeconds: 0 is outside 1..=604800 (seven days)",
+        ),
+        (
+            "timeout: 5s\n",
+            "timeout: 5s\n      retries: 1000\n",
+            "spec.analysis.webhooks[1] (load-test).retries: 1000 is outside 0..=100",
+        ),
+        (
+            "attempts: 3",
+            "attempts: -1",
+            "spec.service.retries.attempts: -1 is outside 0..=100",
+        ),
+        (
+            "      interval: 30s",
+            "      interval: 48h",
+            "spec.analysis.metrics[1] (request-duration).interval: `48h` is longer than the 24h maximum",
+        ),
+    ] {
+        assert!(GUIDE.contains(from), "fixture `{from}`");
+        let errs = errors(&GUIDE.replacen(from, to, 1));
+        assert!(errs.iter().any(|e| e.starts_with(expected)), "{expected}: {errs:#?}");
+    }
+}
