@@ -165,7 +165,7 @@ pub async fn run(config: Config) -> Result<()> {
     let server = tokio::spawn(server);
 
     let runtime = PolicyRuntime::new(RuntimeConfig {
-        deadline: config.policy_deadline,
+        budget: crate::policy::Budget::Deadline(config.policy_deadline),
         ..RuntimeConfig::default()
     })
     .context("starting the policy runtime")?;
