@@ -90,24 +90,3 @@ pub fn query_value(prometheus: SocketAddr, promql: &str) -> Result<Option<f64>> 
         many => bail!("{promql:?} returned {} series, expected one", many.len()),
     }
 }
-
-/// Flagger's builtin App Mesh `request-success-rate` query (percent of non-5xx responses
-/// among the canary pods' Envoy upstream requests).
-pub fn appmesh_success_rate_query(namespace: &str, target: &str, interval: &str) -> String {
-    format!(
-        "sum(rate(envoy_cluster_upstream_rq{{ kubernetes_namespace=\"{namespace}\", \
-         kubernetes_pod_name=~\"{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\", \
-         envoy_response_code!~\"5.*\" }}[{interval}])) / \
-         sum(rate(envoy_cluster_upstream_rq{{ kubernetes_namespace=\"{namespace}\", \
-         kubernetes_pod_name=~\"{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\" }}[{interval}])) * 100"
-    )
-}
-
-/// Flagger's builtin App Mesh `request-duration` query (P99 in milliseconds).
-pub fn appmesh_request_duration_query(namespace: &str, target: &str, interval: &str) -> String {
-    format!(
-        "histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{{ \
-         kubernetes_namespace=\"{namespace}\", \
-         kubernetes_pod_name=~\"{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\" }}[{interval}])) by (le))"
-    )
-}

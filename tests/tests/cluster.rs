@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use fledge::operator::metrics::{duration_query, success_rate_query};
 use fledge_e2e::cluster::{
     assets_dir, create_namespace, processes_mentioning, read_manifest, shared, skip_requested,
     FIELD_MANAGER,
@@ -525,7 +526,7 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
     );
 
     // Give Prometheus a few scrapes of steady traffic, then ask as Flagger would.
-    let success_query = prometheus::appmesh_success_rate_query(ns, "podinfo", "1m");
+    let success_query = success_rate_query(ns, "podinfo", "1m");
     let success = wait_for(
         "a canary success rate from Prometheus",
         Duration::from_secs(60),
@@ -555,11 +556,8 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
     );
 
     // The same query for the primary selects only primary pods: no errors there.
-    let primary = prometheus::query_value(
-        prom,
-        &prometheus::appmesh_success_rate_query(ns, "podinfo-primary", "1m"),
-    )?
-    .context("no primary success rate")?;
+    let primary = prometheus::query_value(prom, &success_rate_query(ns, "podinfo-primary", "1m"))?
+        .context("no primary success rate")?;
     assert!(
         (primary - 100.0).abs() < 1e-9,
         "primary success rate {primary}"
@@ -597,11 +595,8 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
 
     // Flagger's request-duration query reads the latency histogram: 30-45 ms puts the P99 in
     // Envoy's 25-50 ms bucket.
-    let p99 = prometheus::query_value(
-        prom,
-        &prometheus::appmesh_request_duration_query(ns, "podinfo", "1m"),
-    )?
-    .context("no canary request duration")?;
+    let p99 = prometheus::query_value(prom, &duration_query(ns, "podinfo", "1m"))?
+        .context("no canary request duration")?;
     println!("canary P99 from the latency histogram: {p99:.2} ms");
     assert!((25.0..=50.0).contains(&p99), "canary P99 {p99} ms");
 
