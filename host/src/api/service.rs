@@ -3,10 +3,16 @@
 //! the rest belongs to other providers and is kept as written.
 use super::Map;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `targetPort`: a port number or a port name, as Kubernetes writes it.
+fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"x-kubernetes-int-or-string": true})
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryService {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -19,7 +25,9 @@ pub struct CanaryService {
     pub app_protocol: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic_distribution: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    // `default` keeps the field optional in the schema despite `schema_with`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "int_or_string")]
     pub target_port: Option<IntOrString>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port_discovery: Option<bool>,
@@ -66,7 +74,7 @@ pub struct CanaryService {
 }
 
 /// Istio's string match: `exact`, `prefix` or `regex`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IstioStringMatch {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,7 +86,7 @@ pub struct IstioStringMatch {
 }
 
 /// A request match of `service.match` (Istio's HTTPMatchRequest).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatchRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,7 +117,7 @@ pub struct HttpMatchRequest {
     pub without_headers: Option<BTreeMap<String, IstioStringMatch>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRetry {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,7 +128,7 @@ pub struct HttpRetry {
     pub retry_on: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpRewrite {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,14 +140,14 @@ pub struct HttpRewrite {
 }
 
 /// Gateway API's HTTPRequestMirrorFilter.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRequestMirrorFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_ref: Option<BackendObjectReference>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendObjectReference {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -155,7 +163,7 @@ pub struct BackendObjectReference {
 }
 
 /// Gateway API's ParentReference (`gatewayRefs`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ParentReference {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,7 +180,7 @@ pub struct ParentReference {
     pub port: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Headers {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,7 +189,7 @@ pub struct Headers {
     pub response: Option<HeaderOperations>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOperations {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -192,7 +200,7 @@ pub struct HeaderOperations {
     pub set: Option<Map>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,7 +220,7 @@ pub struct CorsPolicy {
 }
 
 /// Istio's TrafficPolicy, as far as Flagger's CRD lists it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -225,14 +233,14 @@ pub struct TrafficPolicy {
     pub tls: Option<ClientTls>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionPool {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpConnectionPool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpConnectionPool {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -252,7 +260,7 @@ pub struct HttpConnectionPool {
     pub max_retries: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancer {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,7 +273,7 @@ pub struct LoadBalancer {
     pub warmup_duration_secs: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsistentHash {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,7 +288,7 @@ pub struct ConsistentHash {
     pub use_source_ip: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCookie {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -291,7 +299,7 @@ pub struct HttpCookie {
     pub ttl: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalityLbSetting {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -302,7 +310,7 @@ pub struct LocalityLbSetting {
     pub failover: Option<Vec<LocalityFailover>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalityDistribute {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -311,7 +319,7 @@ pub struct LocalityDistribute {
     pub to: Option<BTreeMap<String, i64>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalityFailover {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -320,7 +328,7 @@ pub struct LocalityFailover {
     pub to: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -346,7 +354,7 @@ pub struct OutlierDetection {
     pub split_external_local_origin_errors: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTls {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -364,7 +372,7 @@ pub struct ClientTls {
 }
 
 /// Labels and annotations to add to the apex, primary or canary Service.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -374,7 +382,7 @@ pub struct CustomMetadata {
 }
 
 /// Metadata keys Flagger leaves alone on the objects it manages.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnmanagedMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -2,12 +2,16 @@
 //! and `alertproviders` in `flagger.app/v1beta1`, with Flagger's names,
 //! category, status subresource and printer columns.
 //!
-//! **Interim schema.** `spec` and `status` are open objects
-//! (`x-kubernetes-preserve-unknown-fields: true`): the API server stores what
-//! the user wrote and Fledge's validator judges it. This is to be replaced by
-//! the schema generated from the typed `crate::api` model, which checks every
-//! Flagger field at admission.
+//! The schemas are generated from the typed model in [`crate::api`] (and the
+//! status Fledge writes), so the API server checks every Flagger field at
+//! admission: a misspelled field is refused under strict field validation
+//! instead of being pruned, and a number written as a string is refused
+//! instead of reaching the validator.
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::core::schema::{OptionalEnum, OptionalIntOrString, StructuralSchemaRewriter};
+use schemars::generate::SchemaSettings;
+use schemars::transform::AddNullable;
+use schemars::JsonSchema;
 use serde_json::{json, Value};
 
 /// `(name, type, jsonPath, priority)` of a printer column.
@@ -31,8 +35,69 @@ const CANARY_COLUMNS: &[Column] = &[
     ),
 ];
 
-fn crd(kind: &str, plural: &str, columns: &[Column]) -> Value {
-    let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+/// The structural OpenAPI v3 schema of `T`, as kube-derive generates it for a
+/// `CustomResource`: subschemas inlined, no `$schema`, `Option` as nullable.
+pub fn schema_of<T: JsonSchema>() -> Value {
+    let generator = SchemaSettings::openapi3()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .with_transform(AddNullable::default())
+        .with_transform(StructuralSchemaRewriter)
+        .with_transform(OptionalEnum)
+        .with_transform(OptionalIntOrString)
+        .into_generator();
+    let mut v = generator.into_root_schema_for::<T>().to_value();
+    if let Some(o) = v.as_object_mut() {
+        // The root's title is the Rust type's name; a CRD has no use for it.
+        o.remove("title");
+    }
+    strip_defaults(&mut v);
+    v
+}
+
+/// Removes the `default`s schemars derives from `#[serde(default)]`: the API
+/// server would write them into stored objects, and Fledge never injects
+/// values the user did not write.
+fn strip_defaults(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            o.remove("default");
+            for (k, child) in o.iter_mut() {
+                // `properties` maps field names (one may be called `default`)
+                // to schemas; recurse into the schemas only.
+                if k == "properties" {
+                    if let Value::Object(props) = child {
+                        props.values_mut().for_each(strip_defaults);
+                    }
+                } else {
+                    strip_defaults(child);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_defaults),
+        _ => {}
+    }
+}
+
+/// The stored status: what Fledge writes, and Flagger's fields it does not,
+/// so a Canary moved from Flagger keeps them.
+fn canary_status_schema() -> Value {
+    let mut ours = schema_of::<super::status::CanaryStatus>();
+    let flaggers = schema_of::<crate::api::CanaryStatus>();
+    if let (Some(dst), Some(src)) = (
+        ours["properties"].as_object_mut(),
+        flaggers["properties"].as_object(),
+    ) {
+        for (k, v) in src {
+            dst.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    ours
+}
+
+fn crd(kind: &str, plural: &str, columns: &[Column], spec: Value, status: Value) -> Value {
     let columns: Vec<Value> = columns
         .iter()
         .map(|(name, type_, path, priority)| {
@@ -72,8 +137,8 @@ fn crd(kind: &str, plural: &str, columns: &[Column]) -> Value {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
-                        "spec": open.clone(),
-                        "status": open
+                        "spec": spec,
+                        "status": status
                     }
                 }}
             }]
@@ -84,16 +149,28 @@ fn crd(kind: &str, plural: &str, columns: &[Column]) -> Value {
 /// Every CRD Fledge serves, in the order `fledge crds` prints them.
 pub fn all() -> Vec<CustomResourceDefinition> {
     [
-        crd("Canary", "canaries", CANARY_COLUMNS),
+        crd(
+            "Canary",
+            "canaries",
+            CANARY_COLUMNS,
+            schema_of::<crate::api::CanarySpec>(),
+            canary_status_schema(),
+        ),
         crd(
             "MetricTemplate",
             "metrictemplates",
             &[("Provider", "string", ".spec.provider.type", 0)],
+            schema_of::<crate::api::MetricTemplateSpec>(),
+            // Flagger's MetricTemplate and AlertProvider have no status; keep
+            // whatever another tool writes there.
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
         ),
         crd(
             "AlertProvider",
             "alertproviders",
             &[("Type", "string", ".spec.type", 0)],
+            schema_of::<crate::api::AlertProviderSpec>(),
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
         ),
     ]
     .into_iter()

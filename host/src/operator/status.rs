@@ -5,6 +5,7 @@ use crate::core::Status;
 use fledge_policy::Phase;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ pub const PROMOTED: &str = "Promoted";
 /// Fledge's condition about the Canary's spec: False with the problems when invalid.
 pub const VALID: &str = "Valid";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -32,7 +33,7 @@ pub struct Condition {
 }
 
 /// The status as stored. Unknown fields written by others are ignored.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]

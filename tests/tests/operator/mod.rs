@@ -23,6 +23,8 @@ use serde_json::{json, Value};
 
 use super::{apply, manifest, ssa, wait_for, world};
 
+mod crds;
+
 /// The `fledge` executable, built (or found up to date) once per test process.
 fn fledge_binary() -> Result<PathBuf> {
     static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
