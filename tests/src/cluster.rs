@@ -261,6 +261,9 @@ pub struct ClusterOptions {
     pub mesh_simulator: Option<PathBuf>,
     /// Build missing binaries with build.sh instead of failing.
     pub build_if_missing: bool,
+    /// Write an audit log (`<dir>/audit.log`, JSON, one line per request at Metadata level)
+    /// so a benchmark can count an operator's API requests by its user agent.
+    pub audit: bool,
 }
 
 impl Default for ClusterOptions {
@@ -271,6 +274,7 @@ impl Default for ClusterOptions {
             appmesh_crds: true,
             mesh_simulator: None,
             build_if_missing: true,
+            audit: false,
         }
     }
 }
@@ -427,28 +431,45 @@ impl Cluster {
         })?;
 
         let sa_key = pki.service_account_key.display().to_string();
+        let mut audit_args = Vec::new();
+        if opts.audit {
+            let policy = dir.join("audit-policy.yaml");
+            fs::write(
+                &policy,
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n",
+            )?;
+            audit_args = vec![
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", dir.join("audit.log").display()),
+                "--audit-log-format=json".to_string(),
+                "--audit-log-mode=batch".to_string(),
+            ];
+        }
         cluster.spawn(
             "kube-apiserver",
-            Command::new(&binaries.kube_apiserver).args([
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".to_string(),
-                "--advertise-address=127.0.0.1".to_string(),
-                format!("--secure-port={api_port}"),
-                "--endpoint-reconciler-type=none".to_string(),
-                format!("--tls-cert-file={}", pki.apiserver_cert.display()),
-                format!("--tls-private-key-file={}", pki.apiserver_key.display()),
-                format!("--client-ca-file={}", pki.ca_cert.display()),
-                "--authorization-mode=Node,RBAC".to_string(),
-                "--allow-privileged=true".to_string(),
-                "--service-cluster-ip-range=10.96.0.0/16".to_string(),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
-                format!(
-                    "--service-account-key-file={}",
-                    pki.service_account_pub.display()
-                ),
-                format!("--service-account-signing-key-file={sa_key}"),
-                format!("--cert-dir={}", pki.dir.display()),
-            ]),
+            Command::new(&binaries.kube_apiserver)
+                .args(audit_args)
+                .args([
+                    format!("--etcd-servers={etcd_url}"),
+                    "--bind-address=127.0.0.1".to_string(),
+                    "--advertise-address=127.0.0.1".to_string(),
+                    format!("--secure-port={api_port}"),
+                    "--endpoint-reconciler-type=none".to_string(),
+                    format!("--tls-cert-file={}", pki.apiserver_cert.display()),
+                    format!("--tls-private-key-file={}", pki.apiserver_key.display()),
+                    format!("--client-ca-file={}", pki.ca_cert.display()),
+                    "--authorization-mode=Node,RBAC".to_string(),
+                    "--allow-privileged=true".to_string(),
+                    "--service-cluster-ip-range=10.96.0.0/16".to_string(),
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local"
+                        .to_string(),
+                    format!(
+                        "--service-account-key-file={}",
+                        pki.service_account_pub.display()
+                    ),
+                    format!("--service-account-signing-key-file={sa_key}"),
+                    format!("--cert-dir={}", pki.dir.display()),
+                ]),
         )?;
 
         let client = cluster.block_on({

@@ -23,6 +23,16 @@ pub struct DeploymentView {
     pub unavailable_for: Option<Duration>,
 }
 
+/// Readiness of a primary Deployment that does not exist yet: the step that
+/// observed its absence creates it, and a Deployment just created is one whose
+/// controller has not observed its first generation — what Flagger reports at
+/// that point, as it checks right after creating it.
+pub fn not_created_yet(id: &str) -> Readiness {
+    Readiness::NotReady(format!(
+        "Waiting for {id} rollout to finish: observed deployment generation less than desired generation"
+    ))
+}
+
 /// Readiness of `d`: `threshold` is the percentage of updated replicas that
 /// must be available; `deadline` is the Canary's `progressDeadlineSeconds`.
 pub fn assess(d: &DeploymentView, threshold: u32, deadline: Duration) -> Readiness {

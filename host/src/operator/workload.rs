@@ -183,10 +183,7 @@ impl<'a> Workload<'a> {
     /// Readiness of a Deployment as the core judges it.
     pub fn readiness(&self, d: Option<&Deployment>, name: &str, threshold: u32) -> Readiness {
         let Some(d) = d else {
-            return Readiness::NotReady(format!(
-                "Waiting for {name}.{} rollout to finish: deployment not found",
-                self.ns()
-            ));
+            return crate::core::readiness::not_created_yet(&format!("{name}.{}", self.ns()));
         };
         readiness::assess(
             &view(d, self.ns()),

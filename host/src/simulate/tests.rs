@@ -83,7 +83,7 @@ fn bootstrap_initializes_then_waits_for_a_change() {
     assert_eq!(boot.len(), 3);
     assert_eq!(
         boot[0].msg,
-        "Waiting for podinfo-primary.test rollout to finish: deployment not found"
+        "Waiting for podinfo-primary.test rollout to finish: observed deployment generation less than desired generation"
     );
     assert_eq!(boot[1].msg, "Waiting for podinfo-primary.test rollout to finish: 1 out of 2 new replicas have been updated");
     assert_eq!(boot[1].phase, Phase::Initializing);

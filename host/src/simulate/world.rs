@@ -184,11 +184,9 @@ impl World {
         let canary_ready = self.target.observe(now, r.canary_ready_threshold, deadline);
         let primary_ready = match &mut self.primary {
             Some(p) => p.observe(now, r.primary_ready_threshold, deadline),
-            None => Readiness::NotReady(format!(
-                "Waiting for {}.{} rollout to finish: deployment not found",
-                r.primary(),
-                r.namespace
-            )),
+            None => {
+                crate::core::readiness::not_created_yet(&format!("{}.{}", r.primary(), r.namespace))
+            }
         };
         Observations {
             now,

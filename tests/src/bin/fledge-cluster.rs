@@ -2,7 +2,7 @@
 //! call this.
 //!
 //! ```text
-//! fledge-cluster up [NAME] [--nodes=N] [--no-metrics]   # prints KUBECONFIG=<path> last
+//! fledge-cluster up [NAME] [--nodes=N] [--no-metrics] [--audit]   # prints KUBECONFIG=<path> last
 //! fledge-cluster down [NAME]
 //! fledge-cluster status [NAME]
 //! ```
@@ -22,11 +22,14 @@ fn main() -> Result<()> {
     let mut name = "dev".to_string();
     let mut nodes = 2;
     let mut metrics = true;
+    let mut audit = false;
     for arg in args {
         if let Some(n) = arg.strip_prefix("--nodes=") {
             nodes = n.parse().context("--nodes")?;
         } else if arg == "--no-metrics" {
             metrics = false;
+        } else if arg == "--audit" {
+            audit = true;
         } else if arg.starts_with('-') {
             bail!("unknown flag {arg}");
         } else {
@@ -53,6 +56,7 @@ fn main() -> Result<()> {
                 name: Some(name.clone()),
                 nodes,
                 mesh_simulator: simulator,
+                audit,
                 ..ClusterOptions::default()
             })?;
             let elapsed = started.elapsed();
@@ -84,7 +88,9 @@ fn main() -> Result<()> {
             print_state(&state);
             Ok(())
         }
-        _ => bail!("usage: fledge-cluster up|down|status [NAME] [--nodes=N] [--no-metrics]"),
+        _ => bail!(
+            "usage: fledge-cluster up|down|status [NAME] [--nodes=N] [--no-metrics] [--audit]"
+        ),
     }
 }
 
