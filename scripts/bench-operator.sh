@@ -18,6 +18,8 @@ out="$root/target/bench-operator/$op-$n"
 
 tests/cluster/build.sh
 cargo build --quiet --workspace --bins
+# The operator as users run it: optimised.
+[[ "$op" == flagger ]] || cargo build --quiet --release -p fledge --bin fledge
 target_dir="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)"
 cluster_bin="$target_dir/debug/fledge-cluster"
 kubectl_bin="$(ls -d "$cache"/k8s-*/bin | tail -n 1)/kubectl"
@@ -62,7 +64,7 @@ if [[ "$op" == flagger ]]; then
   "$flagger" -kubeconfig "$KUBECONFIG" -metrics-server "$PROMETHEUS_URL" \
     -mesh-provider appmesh:v1beta2 -log-level info >"$out/operator.log" 2>&1 &
 else
-  "target/debug/fledge" operator --kubeconfig "$KUBECONFIG" --metrics-server "$PROMETHEUS_URL" \
+  "$target_dir/release/fledge" operator --kubeconfig "$KUBECONFIG" --metrics-server "$PROMETHEUS_URL" \
     --leader-election=false --listen-address 127.0.0.1:0 >"$out/operator.log" 2>&1 &
 fi
 pid=$!
@@ -103,7 +105,7 @@ hwm="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
 # Analysis steps taken: per Canary the revision step, three weight steps and the promotion
 # steps Fledge and Flagger both take (copy, route back, finalise).
 advances="$("${k[@]}" get events -A --field-selector involvedObject.kind=Canary -o json |
-  jq '[.items[] | select(.message | test("^Advance .* canary weight")) | (.series.count // .count // 1)] | add // 0')"
+  jq '[.items[] | select(.message | test("Advance .* canary weight")) | (.series.count // .count // 1)] | add // 0')"
 steps=$((n * 6))
 {
   echo "# $op, $n Canaries ($(git rev-parse --short HEAD))"

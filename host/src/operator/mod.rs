@@ -104,7 +104,7 @@ impl Health {
 }
 
 async fn client(config: &Config) -> Result<Client> {
-    let kube_config = match &config.kubeconfig {
+    let mut kube_config = match &config.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
@@ -116,6 +116,11 @@ async fn client(config: &Config) -> Result<Client> {
             "no Kubernetes configuration: pass --kubeconfig, set KUBECONFIG, or run in a cluster",
         )?,
     };
+    // Audit logs and API priority and fairness tell clients apart by this.
+    kube_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("fledge/", env!("CARGO_PKG_VERSION"))),
+    ));
     Client::try_from(kube_config).context("building the Kubernetes client")
 }
 
