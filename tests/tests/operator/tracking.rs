@@ -83,8 +83,9 @@ fn owner_uid(obj: &Value) -> Option<&str> {
     obj["metadata"]["ownerReferences"][0]["uid"].as_str()
 }
 
-/// (a) A ConfigMap volume and a Secret in `envFrom`: `-primary` copies at bootstrap, a data edit
-/// starts an analysis at once, and the promotion copies the new data.
+/// (a) A ConfigMap volume and a Secret in `envFrom`: `-primary` copies at bootstrap (and the
+/// pod anti-affinity to the target's pods turned to the primary's), a data edit starts an
+/// analysis at once, and the promotion copies the new data.
 async fn tracked_configs(cluster: &'static Cluster, ns: &str) -> Result<()> {
     let client = cluster.client().await?;
     let config_data = json!({"config.yaml": "level: info\n"});
@@ -102,6 +103,9 @@ async fn tracked_configs(cluster: &'static Cluster, ns: &str) -> Result<()> {
         let c = &mut spec["containers"][0];
         c["volumeMounts"] = json!([{"name": "config", "mountPath": "/etc/podinfo"}]);
         c["envFrom"] = json!([{"secretRef": {"name": "podinfo-secret"}}]);
+        spec["affinity"] = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+             "labelSelector": {"matchLabels": {"app": "podinfo"}}}}]}});
         d
     };
     let (operator, _canary, _hooks) =
@@ -141,6 +145,8 @@ async fn tracked_configs(cluster: &'static Cluster, ns: &str) -> Result<()> {
     let mut expected = primary_spec(deployments.get("podinfo").await?)?;
     expected["volumes"][0]["configMap"]["name"] = json!("podinfo-config-primary");
     expected["containers"][0]["envFrom"][0]["secretRef"]["name"] = json!("podinfo-secret-primary");
+    expected["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+        ["podAffinityTerm"]["labelSelector"]["matchLabels"]["app"] = json!("podinfo-primary");
     assert_eq!(
         primary_spec(deployments.get("podinfo-primary").await?)?,
         expected,
