@@ -170,7 +170,7 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     };
     let checker = Checker {
         client: &ctx.client,
-        http: &ctx.http.verify,
+        http: &ctx.http,
         default_server: spec
             .metrics_server
             .as_deref()
