@@ -63,10 +63,26 @@ impl Recorder {
         }
     }
 
-    /// Publishes one Event about `canary`. Failures are logged, not returned:
-    /// an Event that cannot be written must not stop a rollout.
+    /// Publishes one Event about `canary`, observed now. Failures are logged,
+    /// not returned: an Event that cannot be written must not stop a rollout.
     pub async fn publish(&self, canary: &CanaryObject, warning: bool, reason: &str, note: &str) {
-        if let Err(e) = self.try_publish(canary, warning, reason, note).await {
+        self.publish_at(canary, warning, reason, note, Timestamp::now())
+            .await
+    }
+
+    /// [`Recorder::publish`] of an Event observed at `at`: an analysis step's
+    /// Events carry the step's time, not the moment they are written after
+    /// the step's queries and status write, so the time between two steps'
+    /// Events is the time between the steps.
+    pub async fn publish_at(
+        &self,
+        canary: &CanaryObject,
+        warning: bool,
+        reason: &str,
+        note: &str,
+        at: Timestamp,
+    ) {
+        if let Err(e) = self.try_publish(canary, warning, reason, note, at).await {
             tracing::warn!(
                 canary = %canary.id(),
                 namespace = canary.namespace(),
@@ -82,6 +98,7 @@ impl Recorder {
         warning: bool,
         reason: &str,
         note: &str,
+        at: Timestamp,
     ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         // One line, and within the API server's 1 kB cap for notes.
@@ -100,7 +117,7 @@ impl Recorder {
             s.last = now;
             let patch = serde_json::json!({"series": EventSeries {
                 count: s.count,
-                last_observed_time: MicroTime(now),
+                last_observed_time: MicroTime(at),
             }});
             let name = s.name.clone();
             let namespace = s.namespace.clone();
@@ -115,7 +132,7 @@ impl Recorder {
             action: Some("Analysis".into()),
             reason: Some(reason.into()),
             note: Some(note),
-            event_time: Some(MicroTime(now)),
+            event_time: Some(MicroTime(at)),
             regarding: Some(reference(canary)),
             reporting_controller: Some(REPORTING_CONTROLLER.into()),
             reporting_instance: Some(self.instance.clone()),

@@ -1,7 +1,8 @@
 //! Metric checks: the builtin App Mesh queries over the Envoy series, inline
 //! queries and MetricTemplates of provider `prometheus`, rendered with
 //! Flagger's template variables and sent to the right Prometheus.
-use crate::api::MetricTemplate;
+use super::webhooks::Clients;
+use crate::api::{MetricProvider, MetricTemplate};
 use crate::core::rollout::{MetricSource, MetricSpec, QueryOutcome, Rollout};
 use fledge_policy::MetricResult;
 use k8s_openapi::api::core::v1::Secret;
@@ -90,6 +91,32 @@ pub struct Endpoint {
     pub address: String,
     pub bearer: Option<String>,
     pub basic: Option<(String, String)>,
+    /// The provider's `headers`, sent with every query (before the credentials).
+    pub headers: Vec<(String, String)>,
+    /// The provider's `insecureSkipVerify`: its TLS certificate is not checked.
+    pub insecure: bool,
+}
+
+impl Endpoint {
+    /// A MetricTemplate provider's address (else `default`), headers and TLS
+    /// setting; credentials come from its Secret.
+    pub fn of_provider(provider: &MetricProvider, default: &str) -> Endpoint {
+        Endpoint {
+            address: provider
+                .address
+                .clone()
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| default.to_string()),
+            headers: provider
+                .headers
+                .iter()
+                .flatten()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
+                .collect(),
+            insecure: provider.insecure_skip_verify.unwrap_or(false),
+            ..Default::default()
+        }
+    }
 }
 
 /// What a query found.
@@ -101,8 +128,14 @@ pub enum Answer {
 }
 
 /// `GET <address>/api/v1/query`: the last sample of the vector wins, as in
-/// Flagger; an empty result or NaN is "no values".
-pub async fn query(http: &reqwest::Client, ep: &Endpoint, promql: &str) -> Answer {
+/// Flagger; an empty result or NaN is "no values". TLS is verified unless the
+/// endpoint says `insecure`.
+pub async fn query(http: &Clients, ep: &Endpoint, promql: &str) -> Answer {
+    let http = if ep.insecure {
+        &http.insecure
+    } else {
+        &http.verify
+    };
     let url = format!("{}/api/v1/query", ep.address.trim_end_matches('/'));
     let mut url = match reqwest::Url::parse(&url) {
         Ok(u) => u,
@@ -110,6 +143,9 @@ pub async fn query(http: &reqwest::Client, ep: &Endpoint, promql: &str) -> Answe
     };
     url.query_pairs_mut().append_pair("query", promql);
     let mut req = http.get(url).timeout(QUERY_TIMEOUT);
+    for (k, v) in &ep.headers {
+        req = req.header(k, v);
+    }
     if let Some(t) = &ep.bearer {
         req = req.bearer_auth(t);
     } else if let Some((u, p)) = &ep.basic {
@@ -160,7 +196,7 @@ pub fn parse(body: &str) -> Answer {
 /// Everything one metric check needs.
 pub struct Checker<'a> {
     pub client: &'a Client,
-    pub http: &'a reqwest::Client,
+    pub http: &'a Clients,
     /// `spec.metricsServer`, else `--metrics-server`.
     pub default_server: &'a str,
 }
@@ -241,14 +277,7 @@ impl Checker<'_> {
                 "Metric template {name}.{namespace} provider {kind} error: not supported by this version of Fledge"
             ));
         }
-        let mut ep = Endpoint {
-            address: provider
-                .address
-                .clone()
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| self.default_server.to_string()),
-            ..Default::default()
-        };
+        let mut ep = Endpoint::of_provider(&provider, self.default_server);
         if let Some(secret) = provider.secret_ref.as_ref().and_then(|s| s.name.clone()) {
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
             let s = secrets.get(&secret).await.map_err(|e| {
@@ -283,6 +312,98 @@ impl Checker<'_> {
 mod tests {
     use super::*;
     use crate::api;
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    /// An HTTPS server with a self-signed certificate that answers `conns`
+    /// connections with a Prometheus vector of 42; returns its address and
+    /// the requests it read.
+    fn self_signed_prometheus(
+        conns: usize,
+    ) -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
+        );
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+        let config = Arc::new(config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for stream in listener.incoming().take(conns) {
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, stream.unwrap());
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                // A client that refuses the certificate ends the handshake here.
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if req.is_empty() {
+                    continue;
+                }
+                let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"42"]}]}}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(resp.as_bytes());
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+                seen.push(String::from_utf8_lossy(&req).to_lowercase());
+            }
+            seen
+        });
+        (addr, handle)
+    }
+
+    #[tokio::test]
+    async fn insecure_skip_verify_skips_tls_verification_for_that_provider_only() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (addr, server) = self_signed_prometheus(2);
+        let provider: MetricProvider = serde_json::from_value(serde_json::json!({
+            "type": "prometheus",
+            "address": format!("https://{addr}"),
+            "insecureSkipVerify": true,
+            "headers": {"X-Scope-OrgID": ["tenant-a"]}
+        }))
+        .unwrap();
+        let http = Clients::new().unwrap();
+        let insecure = Endpoint::of_provider(&provider, "http://unused");
+        assert!(insecure.insecure);
+        let verified = Endpoint {
+            insecure: false,
+            ..insecure.clone()
+        };
+        match query(&http, &verified, "up").await {
+            Answer::Failed(_) => {}
+            other => panic!("a self-signed certificate must fail verification: {other:?}"),
+        }
+        assert_eq!(query(&http, &insecure, "up").await, Answer::Value(42.0));
+        let seen = server.join().unwrap();
+        assert_eq!(seen.len(), 1, "only the insecure query got through");
+        assert!(seen[0].contains("x-scope-orgid: tenant-a"), "{}", seen[0]);
+
+        // Without the field, and for the default server, TLS is verified.
+        let plain: MetricProvider =
+            serde_json::from_value(serde_json::json!({"type": "prometheus"})).unwrap();
+        let ep = Endpoint::of_provider(&plain, "https://prometheus.istio-system:9090");
+        assert!(!ep.insecure);
+        assert_eq!(ep.address, "https://prometheus.istio-system:9090");
+        assert!(ep.headers.is_empty());
+    }
 
     fn guide() -> Rollout {
         let canary: api::Canary =

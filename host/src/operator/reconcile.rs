@@ -170,7 +170,7 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     };
     let checker = Checker {
         client: &ctx.client,
-        http: &ctx.http.verify,
+        http: &ctx.http,
         default_server: spec
             .metrics_server
             .as_deref()
@@ -219,7 +219,18 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         .steps
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
-    publish(&ctx, &obj, &rollout, tick.status.phase, &next, &notes).await;
+    // The step's Events carry its time, a microsecond apart in their order.
+    let mut at = now;
+    publish(
+        &ctx,
+        &obj,
+        &rollout,
+        tick.status.phase,
+        &next,
+        &notes,
+        &mut at,
+    )
+    .await;
 
     // The end of an analysis: post-rollout hooks see the outcome carried out
     // and the status written; what the core reports after them comes last.
@@ -242,13 +253,23 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         after.extend(post.then.iter().cloned());
         let mut notes = Vec::new();
         let outcome = doing.carry_out(&after, &mut notes).await;
-        publish(&ctx, &obj, &rollout, tick.status.phase, &next, &notes).await;
+        publish(
+            &ctx,
+            &obj,
+            &rollout,
+            tick.status.phase,
+            &next,
+            &notes,
+            &mut at,
+        )
+        .await;
         outcome?;
     }
     Ok(Requeue::requeue(tick.requeue))
 }
 
 /// Publishes a step's Events, logs them and forwards them to event webhooks.
+/// Each Event is stamped `at`, which then moves on by a microsecond.
 async fn publish(
     ctx: &Context,
     obj: &CanaryObject,
@@ -256,11 +277,13 @@ async fn publish(
     phase: Phase,
     status: &CanaryStatus,
     notes: &[core::Event],
+    at: &mut Timestamp,
 ) {
     for e in notes {
         ctx.recorder
-            .publish(obj, e.warning, e.reason, &e.message)
+            .publish_at(obj, e.warning, e.reason, &e.message, *at)
             .await;
+        *at += SignedDuration::from_micros(1);
         events::log(obj, e.warning, e.log_message());
         forward_event(ctx, rollout, phase, status, e).await;
     }

@@ -304,6 +304,7 @@ impl<'a> Workload<'a> {
         annotations.insert("flagger-id".into(), json!(self.flagger_id(&obs.revision)));
         template["metadata"] = json!({"labels": labels, "annotations": annotations});
         rename_configs(&mut template["spec"], &obs.configs);
+        rename_selectors(&mut template["spec"], key, value);
         let target_replicas = spec.get("replicas").and_then(Value::as_i64).unwrap_or(0);
         let mut dep_spec = json!({
             "selector": {"matchLabels": {key: primary_value}},
@@ -722,6 +723,73 @@ pub fn rename_configs(pod_spec: &mut Value, configs: &BTreeMap<String, String>) 
     }
 }
 
+/// Points the pod anti-affinity terms and topology spread constraints that
+/// select the target's pods (`key: value`) at the primary's (`key:
+/// value-primary`), so the primary spreads its own pods as the target did.
+/// Flagger does the same for every selector label whose value is the
+/// Deployment's name; here it is the one label the primary renames, with the
+/// value it renames, since other labels keep their values on the primary.
+pub fn rename_selectors(pod_spec: &mut Value, key: &str, value: &str) {
+    let primary = format!("{value}-primary");
+    let rename = |selector: &mut Value| {
+        if let Some(v) = selector.get_mut("matchLabels").and_then(|m| m.get_mut(key)) {
+            if v == value {
+                *v = json!(primary);
+            }
+        }
+        let exprs = selector
+            .get_mut("matchExpressions")
+            .and_then(Value::as_array_mut);
+        for e in exprs.into_iter().flatten() {
+            if e.get("key").and_then(Value::as_str) != Some(key) {
+                continue;
+            }
+            for v in e
+                .get_mut("values")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if v == value {
+                    *v = json!(primary);
+                }
+            }
+        }
+    };
+    if let Some(cs) = pod_spec
+        .get_mut("topologySpreadConstraints")
+        .and_then(Value::as_array_mut)
+    {
+        for c in cs {
+            if let Some(sel) = c.get_mut("labelSelector") {
+                rename(sel);
+            }
+        }
+    }
+    if let Some(anti) = pod_spec.pointer_mut("/affinity/podAntiAffinity") {
+        if let Some(terms) = anti
+            .get_mut("requiredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array_mut)
+        {
+            for t in terms {
+                if let Some(sel) = t.get_mut("labelSelector") {
+                    rename(sel);
+                }
+            }
+        }
+        if let Some(terms) = anti
+            .get_mut("preferredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array_mut)
+        {
+            for t in terms {
+                if let Some(sel) = t.pointer_mut("/podAffinityTerm/labelSelector") {
+                    rename(sel);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -766,5 +834,60 @@ mod tests {
             t["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
             "podinfo-secret-primary"
         );
+    }
+
+    #[test]
+    fn anti_affinity_and_spread_selectors_of_the_target_select_the_primary() {
+        let selects = |app: &str| json!({"matchLabels": {"app": app, "tier": "web"}});
+        let mut spec = json!({
+            "affinity": {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": selects("podinfo"), "topologyKey": "kubernetes.io/hostname"},
+                        {"labelSelector": selects("backend"), "topologyKey": "kubernetes.io/hostname"}
+                    ],
+                    "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
+                        "labelSelector": {"matchExpressions": [
+                            {"key": "app", "operator": "In", "values": ["backend", "podinfo"]},
+                            {"key": "name", "operator": "In", "values": ["podinfo"]}
+                        ]},
+                        "topologyKey": "topology.kubernetes.io/zone"}}]
+                },
+                // Affinity to the target's pods is left as written, as in Flagger.
+                "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": selects("podinfo"), "topologyKey": "kubernetes.io/hostname"}
+                ]}
+            },
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+                 "labelSelector": {"matchLabels": {"app": "podinfo"}}}
+            ]
+        });
+        let before = spec.clone();
+        rename_selectors(&mut spec, "app", "podinfo");
+        let anti = &spec["affinity"]["podAntiAffinity"];
+        let required = &anti["requiredDuringSchedulingIgnoredDuringExecution"];
+        assert_eq!(required[0]["labelSelector"], selects("podinfo-primary"));
+        assert_eq!(
+            required[1],
+            before["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                [1]
+        );
+        let exprs = &anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            ["labelSelector"]["matchExpressions"];
+        assert_eq!(exprs[0]["values"], json!(["backend", "podinfo-primary"]));
+        // Only the label the primary renames: its pods keep `name: podinfo`.
+        assert_eq!(exprs[1]["values"], json!(["podinfo"]));
+        assert_eq!(
+            spec["affinity"]["podAffinity"],
+            before["affinity"]["podAffinity"]
+        );
+        assert_eq!(
+            spec["topologySpreadConstraints"][0]["labelSelector"],
+            json!({"matchLabels": {"app": "podinfo-primary"}})
+        );
+        let mut again = spec.clone();
+        rename_selectors(&mut again, "app", "podinfo");
+        assert_eq!(again, spec, "renaming twice is renaming once");
     }
 }

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use super::{apply, manifest, ssa, wait_for, world};
 
 mod crds;
+mod tracking;
 
 /// The `fledge` executable, built (or found up to date) once per test process.
 fn fledge_binary() -> Result<PathBuf> {
@@ -211,8 +212,9 @@ pub fn test_canary(ns: &str, hooks: &Receiver) -> Value {
     c
 }
 
-/// The Event notes about Canary `name` from Fledge, in the order they were first emitted,
-/// with the time of each.
+/// The Event notes about Canary `name` from Fledge, in the order they were emitted, with the
+/// time of each. A repeat that the recorder folded into an Event's series is listed again at
+/// the series' last observation (a series of more than two shows its first and last).
 async fn events(
     client: &Client,
     ns: &str,
@@ -229,7 +231,12 @@ async fn events(
                 && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
                 && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Canary")
         })
-        .filter_map(|e| Some((e.event_time?.0, e.note.unwrap_or_default())))
+        .flat_map(|e| {
+            let note = e.note.unwrap_or_default();
+            let first = e.event_time.map(|t| (t.0, note.clone()));
+            let last = e.series.map(|s| (s.last_observed_time.0, note));
+            first.into_iter().chain(last)
+        })
         .collect();
     out.sort_by_key(|(t, _)| *t);
     Ok(out)
@@ -472,19 +479,34 @@ async fn bootstrap_with(
     edit: &(dyn Fn(Value) -> Value + Sync),
     check: bool,
 ) -> Result<(Operator, Value, Receiver)> {
+    bootstrap_target(cluster, client, ns, &[], &|d| d, edit, check).await
+}
+
+/// [`bootstrap_with`] where `objects` (ConfigMaps, Secrets) are applied first and the guide's
+/// Deployment is applied as `target(deployment)`.
+async fn bootstrap_target(
+    cluster: &'static Cluster,
+    client: &Client,
+    ns: &str,
+    objects: &[Value],
+    target: &(dyn Fn(Value) -> Value + Sync),
+    edit: &(dyn Fn(Value) -> Value + Sync),
+    check: bool,
+) -> Result<(Operator, Value, Receiver)> {
     create_namespace(
         client,
         ns,
         &[("appmesh.k8s.aws/sidecarInjectorWebhook", "enabled")],
     )
     .await?;
-    for file in [
-        "manifests/podinfo-deployment.yaml",
-        "manifests/podinfo-hpa.yaml",
-    ] {
-        for doc in manifest(file) {
-            apply(client, ns, &doc, &ssa()).await?;
-        }
+    for obj in objects {
+        apply(client, ns, obj, &ssa()).await?;
+    }
+    for doc in manifest("manifests/podinfo-deployment.yaml") {
+        apply(client, ns, &target(doc), &ssa()).await?;
+    }
+    for doc in manifest("manifests/podinfo-hpa.yaml") {
+        apply(client, ns, &doc, &ssa()).await?;
     }
     let hooks = Receiver::start().await?;
     let operator = Operator::start(
