@@ -114,6 +114,10 @@ steps=$((n * 6))
   echo "CPU during the promotion: $(echo "$cpu1 - $cpu0" | bc) s over ~$steps steps ($advances weight advances seen):" \
     "$(echo "scale=4; ($cpu1 - $cpu0) / $steps" | bc) s per step"
   echo "API requests during the promotion: $((req1 - req0)), $(echo "scale=1; ($req1 - $req0) / $steps" | bc) per step"
+  echo "the operator's API requests over the whole run, by verb and resource:"
+  jq -Rr 'fromjson? | select(.userAgent // "" | test("^(fledge|flagger)"; "i"))
+    | "\(.verb) \(.objectRef.resource // "-")\(if .objectRef.subresource then "/" + .objectRef.subresource else "" end)"' \
+    "$audit" | sort | uniq -c | sort -rn | head -15
   echo "API requests by user agent over the whole run:"
   jq -Rr 'fromjson? | .userAgent' "$audit" | sed 's#/.*##' | sort | uniq -c | sort -rn | head -8
 } | tee "$out/report.txt"

