@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use super::{apply, manifest, ssa, wait_for, world};
 
+mod crash;
 mod crds;
 
 /// The `fledge` executable, built (or found up to date) once per test process.
@@ -102,6 +103,31 @@ impl Operator {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit; the exit status and how long
+    /// it took. Still running after `within` is an error (and the process is killed).
+    pub async fn terminate(
+        &mut self,
+        within: Duration,
+    ) -> Result<(std::process::ExitStatus, Duration)> {
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        let sent = Instant::now();
+        // SAFETY: signalling our own child, which has not been reaped (wait is below).
+        ensure!(
+            unsafe { libc::kill(pid, libc::SIGTERM) } == 0,
+            "kill -TERM {pid}"
+        );
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok((status, sent.elapsed()));
+            }
+            if sent.elapsed() > within {
+                self.kill();
+                anyhow::bail!("fledge operator still running {within:?} after SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn logs(&self) -> String {
