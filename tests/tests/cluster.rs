@@ -391,6 +391,29 @@ fn sim_state(cluster: &Cluster) -> Result<StateView> {
     Ok(serde_json::from_str(&resp.body)?)
 }
 
+/// Edits the simulator's configuration (`GET` then `PUT /config`), one test at a time, so
+/// tests running at once do not undo each other's entries.
+fn configure_sim(cluster: &Cluster, edit: impl FnOnce(&mut SimConfig) -> Result<()>) -> Result<()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let sim = cluster.simulator().context("simulator not started")?;
+    let mut config: SimConfig = serde_json::from_str(&http::get(sim, "/config")?.body)?;
+    edit(&mut config)?;
+    let resp = http::request(
+        sim,
+        "PUT",
+        "/config",
+        Some(&serde_json::to_string(&config)?),
+    )?;
+    ensure!(
+        (200..300).contains(&resp.status),
+        "PUT /config: {} {}",
+        resp.status,
+        resp.body
+    );
+    Ok(())
+}
+
 /// (c) Prometheus, scraping the simulator behind a 90/10 router split with 5 % errors on the
 /// canary, answers Flagger's builtin success-rate query for the canary with 95 % (±1 point).
 #[tokio::test]
@@ -400,7 +423,6 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
     };
     let client = cluster.client().await?;
     let prom = cluster.prometheus().context("prometheus not started")?;
-    let sim = cluster.simulator().context("simulator not started")?;
     let ns = "e2e-metrics";
     create_namespace(
         &client,
@@ -410,29 +432,19 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
     .await?;
 
     // Behaviour first, so the canary's error series start with its traffic.
-    let mut config: SimConfig = serde_json::from_str(&http::get(sim, "/config")?.body)?;
-    config.routers.insert(
-        format!("{ns}/podinfo"),
-        serde_json::from_value(json!({"rps": 1000}))?,
-    );
-    config.backends.insert(
-        format!("{ns}/podinfo-canary"),
-        serde_json::from_value(json!({"error_ratio": 0.05, "latency": [
-            {"weight": 1.0, "min_ms": 30.0, "max_ms": 45.0}
-        ]}))?,
-    );
-    let resp = http::request(
-        sim,
-        "PUT",
-        "/config",
-        Some(&serde_json::to_string(&config)?),
-    )?;
-    ensure!(
-        resp.status == 204,
-        "PUT /config: {} {}",
-        resp.status,
-        resp.body
-    );
+    configure_sim(cluster, |config| {
+        config.routers.insert(
+            format!("{ns}/podinfo"),
+            serde_json::from_value(json!({"rps": 1000}))?,
+        );
+        config.backends.insert(
+            format!("{ns}/podinfo-canary"),
+            serde_json::from_value(json!({"error_ratio": 0.05, "latency": [
+                {"weight": 1.0, "min_ms": 30.0, "max_ms": 45.0}
+            ]}))?,
+        );
+        Ok(())
+    })?;
 
     // Flagger's objects for canary `podinfo`: canary and primary workloads, one virtual node
     // each, the apex router at 90/10 and its virtual service.

@@ -59,6 +59,11 @@ pub struct Args {
     /// Added to every alert as `Cluster`.
     #[arg(long, env = "FLEDGE_CLUSTER_NAME")]
     cluster_name: Option<String>,
+    /// Testing only (keep 0): pause this many milliseconds after writing a
+    /// step's status and again after carrying out its actions, so a crash
+    /// test can kill the operator in between.
+    #[arg(long, env = "FLEDGE_STEP_PAUSE_MS", default_value_t = 0)]
+    step_pause_ms: u64,
 }
 
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -133,6 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             cluster_name: args.cluster_name,
         },
         identity: identity(),
+        step_pause: Duration::from_millis(args.step_pause_ms),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

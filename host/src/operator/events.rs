@@ -6,7 +6,15 @@
 //! first Event's series count instead of creating another Event. (kube's own
 //! recorder keys its series on the reason alone, which would fold
 //! `Advance ... canary weight 10` into the earlier `... weight 5`.)
+//!
+//! The Events of an analysis step are planned when the step is recorded
+//! ([`Recorder::plan`]): each gets the name of the Event object it creates,
+//! derived from the Canary's uid, the step and its place in the step, or the
+//! name and series count of the earlier Event it extends. Publishing a
+//! planned Event again ([`Recorder::deliver`]) finds it there and does
+//! nothing, so a step finished after a restart tells the user once.
 use super::resource::{CanaryObject, API_VERSION, KIND};
+use super::status::PendingEvent;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -43,6 +51,23 @@ pub struct Recorder {
     seen: Arc<Mutex<HashMap<Key, Seen>>>,
 }
 
+/// The name of the Event a step's `tag`-th Event creates: the same whoever
+/// publishes it.
+pub fn event_name(canary: &CanaryObject, step: &str, tag: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let uid = canary.metadata.uid.as_deref().unwrap_or("");
+    let h = Sha256::digest(format!("{uid}/{step}/{tag}").as_bytes());
+    format!("{}.{}", canary.name(), hex::encode(&h[..8]))
+}
+
+/// What [`Recorder::deliver`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Published,
+    /// It had been published before.
+    AlreadyThere,
+}
+
 pub fn reference(c: &CanaryObject) -> ObjectReference {
     ObjectReference {
         api_version: Some(API_VERSION.into()),
@@ -63,26 +88,11 @@ impl Recorder {
         }
     }
 
-    /// Publishes one Event about `canary`, observed now. Failures are logged,
-    /// not returned: an Event that cannot be written must not stop a rollout.
+    /// Publishes one Event about `canary` that is not part of a step (a
+    /// failed action, an invalid spec, deletion). Failures are logged, not
+    /// returned: an Event that cannot be written must not stop a rollout.
     pub async fn publish(&self, canary: &CanaryObject, warning: bool, reason: &str, note: &str) {
-        self.publish_at(canary, warning, reason, note, Timestamp::now())
-            .await
-    }
-
-    /// [`Recorder::publish`] of an Event observed at `at`: an analysis step's
-    /// Events carry the step's time, not the moment they are written after
-    /// the step's queries and status write, so the time between two steps'
-    /// Events is the time between the steps.
-    pub async fn publish_at(
-        &self,
-        canary: &CanaryObject,
-        warning: bool,
-        reason: &str,
-        note: &str,
-        at: Timestamp,
-    ) {
-        if let Err(e) = self.try_publish(canary, warning, reason, note, at).await {
+        if let Err(e) = self.try_publish(canary, warning, reason, note).await {
             tracing::warn!(
                 canary = %canary.id(),
                 namespace = canary.namespace(),
@@ -92,13 +102,127 @@ impl Recorder {
         }
     }
 
+    /// Where a step's Event goes: a new Event named `fresh`, or, for a note
+    /// repeated within the series window, the earlier Event and the count
+    /// its series reaches with this one. The aggregation cache counts it now.
+    pub async fn plan(
+        &self,
+        canary: &CanaryObject,
+        warning: bool,
+        reason: &str,
+        note: &str,
+        fresh: String,
+    ) -> (String, i32) {
+        let key = Key {
+            uid: canary.metadata.uid.clone().unwrap_or_default(),
+            warning,
+            reason: reason.into(),
+            note: crate::core::text::one_line(note, 1024),
+        };
+        let mut seen = self.seen.lock().await;
+        plan_in(&mut seen, key, canary.namespace(), fresh, Timestamp::now())
+    }
+
+    /// Publishes a planned Event: creates it, or sets its series count.
+    /// With `again` (the step may have been carried out before) an Event
+    /// already there, or a series already counting it, is left alone.
+    pub async fn deliver(
+        &self,
+        canary: &CanaryObject,
+        e: &PendingEvent,
+        again: bool,
+    ) -> Result<Delivery, kube::Error> {
+        let now =
+            e.at.as_deref()
+                .and_then(super::status::parse_time)
+                .unwrap_or_else(Timestamp::now);
+        let note = crate::core::text::one_line(&e.message, 1024);
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), canary.namespace());
+        if again {
+            // A new process learns the Events of the step it finishes, so
+            // that the notes repeated by the next steps extend them.
+            let key = Key {
+                uid: canary.metadata.uid.clone().unwrap_or_default(),
+                warning: e.warning,
+                reason: e.reason.clone(),
+                note: note.clone(),
+            };
+            let mut seen = self.seen.lock().await;
+            let s = seen.entry(key).or_insert_with(|| Seen {
+                namespace: canary.namespace().into(),
+                name: e.name.clone(),
+                count: e.count,
+                last: now,
+            });
+            if s.name == e.name {
+                s.count = s.count.max(e.count);
+            }
+        }
+        if e.count > 1 {
+            if again {
+                if let Some(old) = api.get_opt(&e.name).await? {
+                    let count = old.series.as_ref().map_or(1, |s| s.count);
+                    if count >= e.count {
+                        return Ok(Delivery::AlreadyThere);
+                    }
+                }
+            }
+            let patch = serde_json::json!({"series": EventSeries {
+                count: e.count,
+                last_observed_time: MicroTime(now),
+            }});
+            match api
+                .patch(&e.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(Delivery::Published),
+                // The Event it extends expired, or was planned by a step whose
+                // status write failed: this one starts it.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let event = self.event(canary, &e.name, e.warning, &e.reason, note, now);
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => Ok(Delivery::Published),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Delivery::AlreadyThere),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn event(
+        &self,
+        canary: &CanaryObject,
+        name: &str,
+        warning: bool,
+        reason: &str,
+        note: String,
+        now: Timestamp,
+    ) -> K8sEvent {
+        K8sEvent {
+            action: Some("Analysis".into()),
+            reason: Some(reason.into()),
+            note: Some(note),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(reference(canary)),
+            reporting_controller: Some(REPORTING_CONTROLLER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(canary.namespace().into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
     async fn try_publish(
         &self,
         canary: &CanaryObject,
         warning: bool,
         reason: &str,
         note: &str,
-        at: Timestamp,
     ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         // One line, and within the API server's 1 kB cap for notes.
@@ -117,7 +241,7 @@ impl Recorder {
             s.last = now;
             let patch = serde_json::json!({"series": EventSeries {
                 count: s.count,
-                last_observed_time: MicroTime(at),
+                last_observed_time: MicroTime(now),
             }});
             let name = s.name.clone();
             let namespace = s.namespace.clone();
@@ -128,22 +252,7 @@ impl Recorder {
             return Ok(());
         }
         let name = format!("{}.{:x}", canary.name(), now.as_nanosecond());
-        let event = K8sEvent {
-            action: Some("Analysis".into()),
-            reason: Some(reason.into()),
-            note: Some(note),
-            event_time: Some(MicroTime(at)),
-            regarding: Some(reference(canary)),
-            reporting_controller: Some(REPORTING_CONTROLLER.into()),
-            reporting_instance: Some(self.instance.clone()),
-            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(canary.namespace().into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let event = self.event(canary, &name, warning, reason, note, now);
         seen.insert(
             key,
             Seen {
@@ -159,6 +268,32 @@ impl Recorder {
     }
 }
 
+/// Where an Event with `key` goes given the Events `seen`, and counts it.
+fn plan_in(
+    seen: &mut HashMap<Key, Seen>,
+    key: Key,
+    namespace: &str,
+    fresh: String,
+    now: Timestamp,
+) -> (String, i32) {
+    seen.retain(|_, s| s.last + SERIES_WINDOW > now);
+    if let Some(s) = seen.get_mut(&key) {
+        s.count += 1;
+        s.last = now;
+        return (s.name.clone(), s.count);
+    }
+    seen.insert(
+        key,
+        Seen {
+            namespace: namespace.into(),
+            name: fresh.clone(),
+            count: 1,
+            last: now,
+        },
+    );
+    (fresh, 1)
+}
+
 /// The log line of an Event: `msg` plus `canary` and `namespace` fields.
 pub fn log(canary: &CanaryObject, warning: bool, msg: &str) {
     let id = canary.id();
@@ -167,5 +302,76 @@ pub fn log(canary: &CanaryObject, warning: bool, msg: &str) {
         tracing::warn!(canary = %id, namespace = canary.namespace(), "{msg}");
     } else {
         tracing::info!(canary = %id, namespace = canary.namespace(), "{msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canary(uid: &str) -> CanaryObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test", "uid": uid},
+            "spec": {}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_steps_event_names_depend_only_on_the_canary_the_step_and_the_place() {
+        let c = canary("5f0c");
+        let step = "2026-01-01T00:00:10.500Z";
+        let a = event_name(&c, step, "0");
+        assert_eq!(a, event_name(&c, step, "0"), "the same whoever computes it");
+        assert!(
+            a.starts_with("podinfo.") && a.len() == "podinfo.".len() + 16,
+            "{a}"
+        );
+        assert!(a
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '.'));
+        assert_ne!(a, event_name(&c, step, "1"));
+        assert_ne!(a, event_name(&c, "2026-01-01T00:00:20.500Z", "0"));
+        assert_ne!(a, event_name(&canary("77aa"), step, "0"));
+    }
+
+    #[test]
+    fn a_repeated_note_extends_the_first_events_series_within_the_window() {
+        let key = |note: &str| Key {
+            uid: "u".into(),
+            warning: true,
+            reason: "Halt".into(),
+            note: note.into(),
+        };
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut seen = HashMap::new();
+        let first = plan_in(&mut seen, key("a"), "ns", "e1".into(), t0);
+        assert_eq!(first, ("e1".to_string(), 1));
+        let again = plan_in(
+            &mut seen,
+            key("a"),
+            "ns",
+            "e2".into(),
+            t0 + SignedDuration::from_secs(10),
+        );
+        assert_eq!(again, ("e1".to_string(), 2), "folded into the first");
+        let other = plan_in(
+            &mut seen,
+            key("b"),
+            "ns",
+            "e3".into(),
+            t0 + SignedDuration::from_secs(20),
+        );
+        assert_eq!(other, ("e3".to_string(), 1));
+        // Past the window since the last one, a new Event.
+        let later = plan_in(
+            &mut seen,
+            key("a"),
+            "ns",
+            "e4".into(),
+            t0 + SignedDuration::from_secs(10) + SERIES_WINDOW,
+        );
+        assert_eq!(later, ("e4".to_string(), 1));
     }
 }

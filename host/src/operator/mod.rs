@@ -2,7 +2,8 @@
 //! kube-runtime controller over `canaries.flagger.app`.
 //!
 //! - [`resource`]: the Canary as read from the API server.
-//! - [`reconcile`]: one reconcile (validate, observe, step, act, write status once).
+//! - [`reconcile`]: one reconcile (validate, observe, step, write the status with
+//!   a record of the step, act, clear the record; or finish a recorded step).
 //! - [`workload`]: primary Deployment, HPA, configs and Services.
 //! - [`router`]: the mesh (App Mesh v1beta2) behind one trait.
 //! - [`metrics`], [`webhooks`]: the I/O the core asks for.
@@ -64,7 +65,16 @@ pub struct Config {
     pub notifiers: Notifiers,
     /// This replica's name in the Lease and in Events' `reportingInstance`.
     pub identity: String,
+    /// For tests of crash safety only, zero otherwise: a pause after a step's
+    /// status is written and again after its actions are carried out, which
+    /// widens the moments a `kill -9` finds a step half done.
+    pub step_pause: Duration,
 }
+
+/// How long steps in progress may take to finish after SIGTERM (or a lost
+/// Lease) before they are abandoned; a step already recorded in the status
+/// is finished by whoever reconciles the Canary next.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Counters for `/metrics`.
 #[derive(Default)]
@@ -86,6 +96,22 @@ pub struct Context {
     /// has not seen the write yet.
     pub memo: Mutex<HashMap<String, status::CanaryStatus>>,
     pub stats: Stats,
+    /// Becomes true on SIGTERM or when the Lease is lost.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Context {
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Resolves once the operator is stopping.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.clone();
+        if rx.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Readiness as `/readyz` reports it.
@@ -178,18 +204,30 @@ pub async fn run(config: Config) -> Result<()> {
     let routers: Vec<Box<dyn router::Router>> =
         vec![Box::new(router::appmesh::AppMesh::new(client.clone()))];
 
-    let shutdown = Arc::new(tokio::sync::Notify::new());
+    // True once SIGTERM/SIGINT arrives (or the Lease is lost, below).
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let stopping_tx = Arc::new(stopping_tx);
+    let signalled = Arc::new(AtomicBool::new(false));
     {
-        let shutdown = shutdown.clone();
+        let tx = stopping_tx.clone();
+        let signalled = signalled.clone();
         tokio::spawn(async move {
             signal().await;
             tracing::info!("shutting down");
-            shutdown.notify_waiters();
-            shutdown.notify_one();
+            signalled.store(true, Ordering::SeqCst);
+            tx.send_replace(true);
         });
     }
+    let until_stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        if rx.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
 
-    await_mesh_kinds(&client, &routers, &health).await;
+    tokio::select! {
+        _ = await_mesh_kinds(&client, &routers, &health) => {}
+        _ = until_stopping(stopping.clone()) => return Ok(()),
+    }
 
     let lease = if config.leader_election {
         let mgr =
@@ -207,7 +245,7 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::info!(identity = %config.identity, "waiting to lead (Lease {}/fledge-leader-election)", config.leader_election_namespace);
         let leads = tokio::select! {
             r = rx.wait_for(|l| *l) => { r.context("leader election stopped")?; true }
-            _ = shutdown.notified() => false,
+            _ = until_stopping(stopping.clone()) => false,
         };
         if !leads {
             drop(rx);
@@ -230,35 +268,44 @@ pub async fn run(config: Config) -> Result<()> {
         memo: Mutex::default(),
         stats: Stats::default(),
         config: config.clone(),
+        stopping: stopping.clone(),
     });
     let _ = stats_ctx.set(ctx.clone());
 
-    let lost = Arc::new(AtomicBool::new(false));
-    let stop = {
-        let shutdown = shutdown.clone();
-        let lost = lost.clone();
-        let mut rx = lease.as_ref().map(|(rx, _)| rx.clone());
-        async move {
-            match rx.as_mut() {
-                Some(rx) => {
-                    tokio::select! {
-                        _ = shutdown.notified() => {}
-                        _ = rx.wait_for(|l| !*l) => { lost.store(true, Ordering::SeqCst); }
-                    }
-                }
-                None => shutdown.notified().await,
+    if let Some((rx, _)) = &lease {
+        let mut rx = rx.clone();
+        let tx = stopping_tx.clone();
+        tokio::spawn(async move {
+            if rx.wait_for(|l| !*l).await.is_ok() {
+                tx.send_replace(true);
             }
-        }
-    };
+        });
+    }
     health.ready.store(true, Ordering::SeqCst);
-    controller(ctx.clone())
-        .graceful_shutdown_on(stop)
+    // On stopping the controller takes no new reconciles and waits for those
+    // in progress: a step not yet recorded is abandoned at once (its status
+    // was not written, so it was not taken), a recorded one is finished.
+    let run = controller(ctx.clone())
+        .graceful_shutdown_on(until_stopping(stopping.clone()))
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-        .for_each(|_| async {})
-        .await;
+        .for_each(|_| async {});
+    tokio::select! {
+        _ = run => {}
+        _ = async {
+            until_stopping(stopping.clone()).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(
+                "steps still in progress {SHUTDOWN_GRACE:?} after the stop are abandoned; \
+                 the next leader finishes them from their status"
+            );
+        }
+    }
+    let lost =
+        !signalled.load(Ordering::SeqCst) && lease.as_ref().is_some_and(|(rx, _)| !*rx.borrow());
 
     if let Some((rx, task)) = lease {
-        if lost.load(Ordering::SeqCst) {
+        if lost {
             anyhow::bail!(
                 "lost the leader election Lease; exiting so a restart rejoins as a standby"
             );

@@ -1,23 +1,28 @@
 //! One reconcile of one Canary: validate, observe, decide whether an analysis
 //! step is due, run the core until it is done (performing its requests),
-//! carry out its actions in order, write the status once, then publish the
-//! step's Events.
+//! write the step's status with a record of what is left to do, carry out its
+//! actions in order, publish its Events, then clear the record.
 //!
 //! Steps follow `analysis.interval` from `status.lastStepTime`: a watch event
 //! takes a step early only for a new revision of the target, or during
 //! bootstrap once the primary is ready. Everything else that wakes a Canary
 //! (its own status write, label edits, pod churn) finds no step due and only
 //! requeues for the time left.
-use super::events;
+//!
+//! A step recorded in the status (`status.pendingStep`, see [`status`]) and
+//! not yet finished, because the operator died, lost its Lease or an action
+//! failed, is finished by the next reconcile before anything else: its
+//! actions are carried out again and its Events not yet published are.
+use super::events::{self, Delivery};
 use super::metrics::Checker;
 use super::resource::CanaryObject;
 use super::router::{self, RouteTarget};
-use super::status::{self, CanaryStatus, VALID};
+use super::status::{self, CanaryStatus, Op, PendingAction, PendingStep, VALID};
 use super::webhooks;
 use super::workload::{BadReference, Workload};
 use super::Context;
 use crate::api::{self, Issue};
-use crate::core::{self, Action, Observations, Outcome, Request, Rollout};
+use crate::core::{self, Action, Observations, Outcome, Request, Rollout, Tick};
 use fledge_policy::{Phase, Readiness, WebhookKind};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
@@ -53,12 +58,10 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let api: Api<CanaryObject> = Api::namespaced(ctx.client.clone(), obj.namespace());
-    let stored = CanaryStatus::from_object(&obj);
-    // The cache may not have seen our last write yet: what we wrote wins.
-    let status = match ctx.memo.lock().await.get(&uid) {
-        Some(m) if m.last_step() > stored.last_step() => m.clone(),
-        _ => stored,
-    };
+    let status = CanaryStatus::newest(
+        CanaryStatus::from_object(&obj),
+        ctx.memo.lock().await.get(&uid),
+    );
     let now = Timestamp::now();
 
     let mut canary = match obj.to_api() {
@@ -126,6 +129,30 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         label: (&observed.label.0, &observed.label.1),
         owner: obj.owner_reference(),
     };
+    let doing = Doing {
+        ctx: &ctx,
+        api: &api,
+        rollout: &rollout,
+        router,
+        target: &target,
+        workload: &workload,
+        observed: &observed,
+        obj: &obj,
+    };
+    let interval = rollout.interval();
+    let mut status = status;
+
+    if let Some(p) = &status.pending_step {
+        // A step recorded but not (known to be) finished: finish it first.
+        tracing::info!(canary = %obj.id(), namespace = obj.namespace(), step = %p.step, "finishing the step recorded in the status");
+        doing.finish(&mut status, true).await?;
+        return Ok(Requeue::requeue(until_next(
+            &status,
+            interval,
+            Timestamp::now(),
+        )));
+    }
+
     let routes = router.get_routes(&target).await?.unwrap_or_default();
     let primary_ready = workload.readiness(
         observed.primary.as_ref(),
@@ -139,7 +166,6 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     );
     let old = status.to_core();
 
-    let interval = rollout.interval();
     let next_step = status
         .last_step()
         .map(|t| t + SignedDuration::try_from(interval).unwrap_or_default());
@@ -153,11 +179,7 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         Some(at) => now >= at || new_revision || bootstrapped,
     };
     if !due {
-        let wait = next_step
-            .map(|at| at.duration_since(now))
-            .and_then(|d| Duration::try_from(d).ok())
-            .unwrap_or(interval);
-        return Ok(Requeue::requeue(wait + Duration::from_millis(20)));
+        return Ok(Requeue::requeue(until_next(&status, interval, now)));
     }
 
     let mut o = Observations {
@@ -177,31 +199,27 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
             .filter(|s| !s.is_empty())
             .unwrap_or(&ctx.config.metrics_server),
     };
-    let tick = loop {
-        match core::step(&rollout, &old, &o, &ctx.judge) {
-            Outcome::Done(tick) => break tick,
-            Outcome::Need(request) => {
-                perform(&ctx, &rollout, &old, &checker, request, &mut o).await
+    let decide = async {
+        loop {
+            match core::step(&rollout, &old, &o, &ctx.judge) {
+                Outcome::Done(tick) => break tick,
+                Outcome::Need(request) => {
+                    perform(&ctx, &rollout, &old, &checker, request, &mut o).await
+                }
             }
         }
     };
-
-    let mut notes = Vec::new();
-    let doing = Doing {
-        router,
-        target: &target,
-        workload: &workload,
-        observed: &observed,
-        obj: &obj,
+    // Until its status is written a step has changed nothing but the calls
+    // to webhooks and metric stores: stopping abandons it, and the next
+    // leader takes it from the start.
+    let tick = tokio::select! {
+        biased;
+        _ = ctx.stopped() => {
+            tracing::info!(canary = %obj.id(), namespace = obj.namespace(), "stopping: the step in progress is abandoned before it changed anything");
+            return Ok(Requeue::await_change());
+        }
+        tick = decide => tick,
     };
-    if let Err(e) = doing.carry_out(&tick.actions, &mut notes).await {
-        // The step stops here and is taken again after the backoff; its
-        // status is not written, so it is not counted as taken.
-        let msg = format!("{e:#}");
-        ctx.recorder.publish(&obj, true, "Synced", &msg).await;
-        events::log(&obj, true, &msg);
-        return Err(e.into());
-    }
 
     let kind = spec
         .target_ref
@@ -212,85 +230,41 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     if next.condition(VALID).is_some_and(|c| c.status != "True") {
         next.set_condition(VALID, "True", "Valid", "", now);
     }
-    ctx.memo.lock().await.insert(uid.clone(), next.clone());
+    let step = next.last_step_time.clone().unwrap_or_default();
+    next.pending_step = Some(doing.record(&step, &tick).await);
     let patch = status::merge_patch(&status, &next);
     status::write(&api, obj.name(), &patch).await?;
+    ctx.memo.lock().await.insert(uid, next.clone());
     ctx.stats
         .steps
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-
-    // The step's Events carry its time, a microsecond apart in their order.
-    let mut at = now;
-    publish(
-        &ctx,
-        &obj,
-        &rollout,
-        tick.status.phase,
+    doing.pause().await;
+    doing.finish(&mut next, false).await?;
+    // The core's `requeue` is the interval: counted from the step, not from
+    // the end of its actions.
+    Ok(Requeue::requeue(until_next(
         &next,
-        &notes,
-        &mut at,
-    )
-    .await;
-
-    // The end of an analysis: post-rollout hooks see the outcome carried out
-    // and the status written; what the core reports after them comes last.
-    if let Some(post) = &tick.post_rollout {
-        let checksum = next.last_applied_spec.clone();
-        let results = webhooks::call_all(
-            &ctx.http,
-            WebhookKind::PostRollout,
-            rollout.webhooks_of(WebhookKind::PostRollout),
-            &rollout.name,
-            &rollout.namespace,
-            post.phase,
-            &checksum,
-        )
-        .await;
-        let mut after: Vec<Action> = core::post_rollout_events(&results)
-            .into_iter()
-            .map(Action::Event)
-            .collect();
-        after.extend(post.then.iter().cloned());
-        let mut notes = Vec::new();
-        let outcome = doing.carry_out(&after, &mut notes).await;
-        publish(
-            &ctx,
-            &obj,
-            &rollout,
-            tick.status.phase,
-            &next,
-            &notes,
-            &mut at,
-        )
-        .await;
-        outcome?;
-    }
-    Ok(Requeue::requeue(tick.requeue))
+        interval,
+        Timestamp::now(),
+    )))
 }
 
-/// Publishes a step's Events, logs them and forwards them to event webhooks.
-/// Each Event is stamped `at`, which then moves on by a microsecond.
-async fn publish(
-    ctx: &Context,
-    obj: &CanaryObject,
-    rollout: &Rollout,
-    phase: Phase,
-    status: &CanaryStatus,
-    notes: &[core::Event],
-    at: &mut Timestamp,
-) {
-    for e in notes {
-        ctx.recorder
-            .publish_at(obj, e.warning, e.reason, &e.message, *at)
-            .await;
-        *at += SignedDuration::from_micros(1);
-        events::log(obj, e.warning, e.log_message());
-        forward_event(ctx, rollout, phase, status, e).await;
-    }
+/// How long until the next step is due, counted from the last one (plus a
+/// moment, so the cache catches up with the status just written).
+fn until_next(status: &CanaryStatus, interval: Duration, now: Timestamp) -> Duration {
+    let wait = status
+        .last_step()
+        .map(|t| t + SignedDuration::try_from(interval).unwrap_or_default())
+        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO))
+        .unwrap_or(interval);
+    wait + Duration::from_millis(20)
 }
 
 /// What carrying out a step's actions needs.
 struct Doing<'a> {
+    ctx: &'a Context,
+    api: &'a Api<CanaryObject>,
+    rollout: &'a Rollout,
     router: &'a dyn router::Router,
     target: &'a RouteTarget<'a>,
     workload: &'a Workload<'a>,
@@ -299,30 +273,202 @@ struct Doing<'a> {
 }
 
 impl Doing<'_> {
-    /// Carries out `actions` in order; Events are collected in `notes`, to be
-    /// published once the status is written. Stops at the first failure.
+    /// The record of a step taken at `step`: its actions as data, each Event
+    /// with the Event object it goes to.
+    async fn record(&self, step: &str, tick: &Tick) -> PendingStep {
+        let mut n = 0;
+        let actions = self.plan(step, &tick.actions, &mut n).await;
+        let post_rollout = match &tick.post_rollout {
+            Some(post) => Some(status::PendingPostRollout {
+                phase: post.phase.as_str().to_string(),
+                then: self.plan(step, &post.then, &mut n).await,
+            }),
+            None => None,
+        };
+        PendingStep {
+            step: step.to_string(),
+            revision: self.observed.revision.clone(),
+            actions,
+            post_rollout,
+        }
+    }
+
+    /// `actions` as data; Events are named `<step>/<n>`, counting on from `n`.
+    async fn plan(&self, step: &str, actions: &[Action], n: &mut usize) -> Vec<PendingAction> {
+        let mut out = Vec::with_capacity(actions.len());
+        for a in actions {
+            let planned = match a {
+                Action::Event(e) => {
+                    let fresh = events::event_name(self.obj, step, &n.to_string());
+                    *n += 1;
+                    Some(
+                        self.ctx
+                            .recorder
+                            .plan(self.obj, e.warning, e.reason, &e.message, fresh)
+                            .await,
+                    )
+                }
+                _ => None,
+            };
+            let mut action = PendingAction::record(a, &mut |_| planned.clone().unwrap_or_default());
+            if let Some(e) = action.event.as_mut() {
+                // Stamped with the step's time; Events planned after the
+                // step (post-rollout) are stamped when they are written.
+                e.at = status::parse_time(step).map(|t| {
+                    status::format_time_micros(t + SignedDuration::from_micros(*n as i64))
+                });
+            }
+            out.push(action);
+        }
+        out
+    }
+
+    /// The test pause of [`super::Config::step_pause`]; cut short by stopping.
+    async fn pause(&self) {
+        let pause = self.ctx.config.step_pause;
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.ctx.stopped() => {}
+            }
+        }
+    }
+
+    /// Writes `pending` as the status' record (clearing it with `None`).
+    async fn save(
+        &self,
+        status: &mut CanaryStatus,
+        pending: Option<PendingStep>,
+    ) -> anyhow::Result<()> {
+        status.pending_step = pending;
+        let patch = status::pending_patch(status.pending_step.as_ref());
+        status::write(self.api, self.obj.name(), &patch).await?;
+        let uid = self.obj.metadata.uid.clone().unwrap_or_default();
+        self.ctx.memo.lock().await.insert(uid, status.clone());
+        Ok(())
+    }
+
+    /// Finishes the step recorded in `status`: its actions, its Events, its
+    /// post-rollout hooks, then clears the record. `again`: the step may have
+    /// been partly carried out before. On an error the record stays, and the
+    /// next reconcile goes on from it.
+    async fn finish(&self, status: &mut CanaryStatus, again: bool) -> Result<(), Error> {
+        let Some(mut pending) = status.pending_step.clone() else {
+            return Ok(());
+        };
+        let outcome = async {
+            self.carry_out(&pending, status, again).await?;
+            if let Some(post) = pending.post_rollout.take() {
+                if self.ctx.is_stopping() {
+                    // The hooks have not been called: the next leader calls them.
+                    return Ok(false);
+                }
+                // At most once: from here on the record says they were called.
+                pending.actions = post.then;
+                self.save(status, Some(pending.clone())).await?;
+                let results = webhooks::call_all(
+                    &self.ctx.http,
+                    WebhookKind::PostRollout,
+                    self.rollout.webhooks_of(WebhookKind::PostRollout),
+                    &self.rollout.name,
+                    &self.rollout.namespace,
+                    status::parse_phase(&post.phase).unwrap_or(Phase::Succeeded),
+                    &status.last_applied_spec,
+                )
+                .await;
+                let said: Vec<Action> = core::post_rollout_events(&results)
+                    .into_iter()
+                    .map(Action::Event)
+                    .collect();
+                let mut n = 0;
+                let mut actions = self
+                    .plan(&format!("{}/post-rollout", pending.step), &said, &mut n)
+                    .await;
+                actions.append(&mut pending.actions);
+                pending.actions = actions;
+                self.save(status, Some(pending.clone())).await?;
+                self.carry_out(&pending, status, false).await?;
+            }
+            Ok::<bool, anyhow::Error>(true)
+        }
+        .await;
+        match outcome {
+            Ok(true) => {
+                self.pause().await;
+                self.save(status, None).await?;
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                self.ctx
+                    .recorder
+                    .publish(self.obj, true, "Synced", &msg)
+                    .await;
+                events::log(self.obj, true, &msg);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Carries out a recorded step's actions in order, then publishes its
+    /// Events and alerts. Stops at the first action that fails.
     async fn carry_out(
         &self,
-        actions: &[Action],
-        notes: &mut Vec<core::Event>,
+        pending: &PendingStep,
+        status: &CanaryStatus,
+        again: bool,
     ) -> anyhow::Result<()> {
-        for action in actions {
-            match action {
-                Action::EnsureObjects => {
+        let mut said = Vec::new();
+        for action in &pending.actions {
+            let op = match action.op() {
+                Ok(op) => op,
+                Err(e) => {
+                    tracing::warn!(canary = %self.obj.id(), namespace = self.obj.namespace(), "skipping an unreadable recorded action: {e}");
+                    continue;
+                }
+            };
+            match op {
+                Op::EnsureObjects => {
                     // App Mesh's sidecar injector refuses pods no VirtualNode
                     // selects: the mesh objects come before the primary.
                     self.router.reconcile(self.target).await?;
                     self.workload.ensure(self.observed).await?;
                 }
-                Action::SetRoutes(plan) => self.router.set_routes(self.target, plan).await?,
-                Action::ScaleCanaryUp => self.workload.scale_up(self.observed).await?,
-                Action::ScaleCanaryToZero => self.workload.scale_target(0).await?,
-                Action::PromoteToPrimary => self.workload.promote(self.observed).await?,
-                Action::Event(e) => notes.push(e.clone()),
-                Action::Alert(a) => {
-                    // Delivery to alert providers comes with the notifiers.
+                Op::SetRoutes(plan) => self.router.set_routes(self.target, &plan).await?,
+                Op::ScaleCanaryUp => self.workload.scale_up(self.observed).await?,
+                Op::ScaleCanaryToZero => self.workload.scale_target(0).await?,
+                Op::PromoteToPrimary if self.observed.revision != pending.revision => {
+                    // The target changed since the step: what it runs now
+                    // was not analysed. The next step sees the new revision.
+                    tracing::warn!(canary = %self.obj.id(), namespace = self.obj.namespace(), "not promoting: the target is no longer the revision the step analysed");
+                }
+                Op::PromoteToPrimary => self.workload.promote(self.observed).await?,
+                Op::Event(_) | Op::Alert(_) => said.push(op),
+            }
+        }
+        let phase = status.phase();
+        for op in said {
+            match op {
+                Op::Event(e) => {
+                    match self.ctx.recorder.deliver(self.obj, e, again).await {
+                        Ok(Delivery::AlreadyThere) => continue,
+                        Ok(Delivery::Published) => {}
+                        // An Event that cannot be written must not stop a rollout.
+                        Err(err) => {
+                            tracing::warn!(canary = %self.obj.id(), namespace = self.obj.namespace(), error = %err, "writing an Event failed")
+                        }
+                    }
+                    events::log(self.obj, e.warning, e.log_message());
+                    forward_event(self.ctx, self.rollout, phase, status, e.warning, &e.message)
+                        .await;
+                }
+                Op::Alert(a) => {
+                    // Delivery to alert providers comes with the notifiers
+                    // (and must then be made idempotent per step as Events are).
                     tracing::debug!(canary = %self.obj.id(), namespace = self.obj.namespace(), severity = ?a.severity, muted = a.muted, "alert: {}", a.message);
                 }
+                _ => {}
             }
         }
         Ok(())
@@ -387,7 +533,8 @@ async fn forward_event(
     r: &Rollout,
     phase: Phase,
     status: &CanaryStatus,
-    e: &core::Event,
+    warning: bool,
+    message: &str,
 ) {
     let ms = Timestamp::now().as_millisecond();
     let mut targets: Vec<(
@@ -410,7 +557,7 @@ async fn forward_event(
         }
     }
     for (url, md, timeout, insecure) in targets {
-        let md = webhooks::event_metadata(&md, &e.message, e.warning, ms);
+        let md = webhooks::event_metadata(&md, message, warning, ms);
         let body = webhooks::payload(&r.name, &r.namespace, phase, &status.last_applied_spec, &md);
         if let Err(err) = webhooks::post(&ctx.http, &url, &body, timeout, 0, insecure).await {
             tracing::warn!(canary = %r.id(), namespace = %r.namespace, error = %err, "event webhook {url} failed");
@@ -444,6 +591,8 @@ async fn invalid(
         }
         let patch = status::merge_patch(status, &next);
         status::write(api, obj.name(), &patch).await?;
+        let uid = obj.metadata.uid.clone().unwrap_or_default();
+        ctx.memo.lock().await.insert(uid, next);
     }
     // A target that does not exist yet may appear: look again later.
     Ok(Requeue::requeue(Duration::from_secs(60)))

@@ -1,8 +1,31 @@
-//! `status` of a Canary: Flagger's fields plus `lastStepTime`, converted to
-//! and from the core's [`Status`], and written through the status subresource.
+//! `status` of a Canary: Flagger's fields plus `lastStepTime` and
+//! `pendingStep`, converted to and from the core's [`Status`], and written
+//! through the status subresource.
+//!
+//! # Crash safety: the step is written before it is carried out
+//!
+//! A step's new status is written together with a [`PendingStep`] (its
+//! identity, the target revision it was taken for, and its actions, Events
+//! and alerts as data) *before* any of its actions run. The actions run, the
+//! Events are published, then a small patch clears `pendingStep`. Whoever
+//! reconciles the Canary next (this process after an error, a restarted one,
+//! another leader) and finds a record finishes that step from it: the
+//! idempotent actions are applied again (routes and replicas set to a value,
+//! objects applied), Events already published are recognised by their names
+//! and skipped, and neither the policy, the metrics nor the webhooks are
+//! asked again. A step whose status was never written was never taken: it is
+//! taken again from scratch, its webhooks called again.
+//!
+//! Of the two ways out in the architecture sketch this is the one that does
+//! not need the live routes to be comparable with the status: an A/B or
+//! blue/green step changes iterations, not weights, and a promotion step
+//! changes the primary's template; a record says exactly what is left,
+//! whatever the step did.
 use super::resource::CanaryObject;
-use crate::core::Status;
-use fledge_policy::Phase;
+use crate::api::StringMatchSpec;
+use crate::core::rollout::Severity;
+use crate::core::{self, Action, Status};
+use fledge_policy::{HeaderMatch, MatchRule, Phase, RoutePlan, StringMatch};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use schemars::JsonSchema;
@@ -59,6 +82,315 @@ pub struct CanaryStatus {
     pub last_step_time: Option<String>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// Fledge: the last step, while its actions are being carried out. A
+    /// reconcile that finds it finishes that step instead of taking another.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
+    pub pending_step: Option<PendingStep>,
+}
+
+/// A record that does not parse (edited by hand) is dropped rather than
+/// making the whole status unreadable, which would restart the Canary.
+fn lenient<'de, D>(d: D) -> Result<Option<PendingStep>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    match serde_json::from_value(v) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an unreadable status.pendingStep");
+            Ok(None)
+        }
+    }
+}
+
+/// A step whose status is written and whose actions may not all have been
+/// carried out yet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingStep {
+    /// The step's identity: the `lastStepTime` it was taken at.
+    pub step: String,
+    /// The target's revision the step was taken for: a promotion copies the
+    /// target only while it is still this revision.
+    #[serde(default)]
+    pub revision: String,
+    /// The step's actions in order; Events are published after the others.
+    #[serde(default)]
+    pub actions: Vec<PendingAction>,
+    /// The step ended the analysis and its post-rollout hooks have not been
+    /// called yet. They are called at most once: the record loses this field
+    /// before they are called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_rollout: Option<PendingPostRollout>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPostRollout {
+    /// The phase sent in the hooks' payload.
+    pub phase: String,
+    /// What follows the hooks' own Events.
+    #[serde(default)]
+    pub then: Vec<PendingAction>,
+}
+
+/// What an action does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ActionKind {
+    #[default]
+    EnsureObjects,
+    SetRoutes,
+    ScaleCanaryUp,
+    ScaleCanaryToZero,
+    PromoteToPrimary,
+    Event,
+    Alert,
+}
+
+/// An action of a pending step: its type and, for routes, Events and alerts,
+/// what it carries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingAction {
+    #[serde(rename = "type")]
+    pub kind: ActionKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<PendingRoutes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<PendingEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<PendingAlert>,
+}
+
+/// A traffic split.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRoutes {
+    pub primary_weight: u32,
+    pub canary_weight: u32,
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub match_rules: Vec<PendingMatch>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingMatch {
+    #[serde(default)]
+    pub headers: Vec<PendingHeader>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingHeader {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: StringMatchSpec,
+}
+
+/// An Event of a step, and the Event object it goes to, chosen when the step
+/// is recorded so that publishing it again reaches the same object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingEvent {
+    #[serde(default)]
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+    /// The log line, when it words things differently from the Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// The Event object: created under this name when `count` is 1; else an
+    /// earlier Event with the same note whose series this one extends.
+    pub name: String,
+    /// The Event's series count once this one is published.
+    #[serde(default = "one")]
+    pub count: i32,
+    /// When it was observed: an analysis step's Events carry the step's
+    /// time, a microsecond apart in their order, not the moment they are
+    /// written after the step's queries and status write, so the time
+    /// between two steps' Events is the time between the steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+fn one() -> i32 {
+    1
+}
+
+impl PendingEvent {
+    pub fn log_message(&self) -> &str {
+        self.log.as_deref().unwrap_or(&self.message)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertSeverity {
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingAlert {
+    pub severity: AlertSeverity,
+    pub message: String,
+    #[serde(default)]
+    pub muted: bool,
+}
+
+/// What carrying out a [`PendingAction`] means (not stored).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op<'a> {
+    EnsureObjects,
+    SetRoutes(RoutePlan),
+    ScaleCanaryUp,
+    ScaleCanaryToZero,
+    PromoteToPrimary,
+    Event(&'a PendingEvent),
+    Alert(&'a PendingAlert),
+}
+
+impl PendingAction {
+    /// `action` as data; `event` says where an Event goes: (name, count).
+    pub fn record(action: &Action, event: &mut dyn FnMut(&core::Event) -> (String, i32)) -> Self {
+        let of = |kind| PendingAction {
+            kind,
+            ..Default::default()
+        };
+        match action {
+            Action::EnsureObjects => of(ActionKind::EnsureObjects),
+            Action::SetRoutes(plan) => PendingAction {
+                routes: Some(PendingRoutes::from(plan)),
+                ..of(ActionKind::SetRoutes)
+            },
+            Action::ScaleCanaryUp => of(ActionKind::ScaleCanaryUp),
+            Action::ScaleCanaryToZero => of(ActionKind::ScaleCanaryToZero),
+            Action::PromoteToPrimary => of(ActionKind::PromoteToPrimary),
+            Action::Event(e) => {
+                let (name, count) = event(e);
+                PendingAction {
+                    event: Some(PendingEvent {
+                        warning: e.warning,
+                        reason: e.reason.to_string(),
+                        message: e.message.clone(),
+                        log: e.log.clone(),
+                        name,
+                        count,
+                        at: None,
+                    }),
+                    ..of(ActionKind::Event)
+                }
+            }
+            Action::Alert(a) => PendingAction {
+                alert: Some(PendingAlert {
+                    severity: match a.severity {
+                        Severity::Info => AlertSeverity::Info,
+                        Severity::Warn => AlertSeverity::Warn,
+                        Severity::Error => AlertSeverity::Error,
+                    },
+                    message: a.message.clone(),
+                    muted: a.muted,
+                }),
+                ..of(ActionKind::Alert)
+            },
+        }
+    }
+
+    /// What to do; an error when the record lacks what its kind needs.
+    pub fn op(&self) -> Result<Op<'_>, String> {
+        let missing = |what: &str| format!("a {:?} action without {what}", self.kind);
+        Ok(match self.kind {
+            ActionKind::EnsureObjects => Op::EnsureObjects,
+            ActionKind::SetRoutes => Op::SetRoutes(
+                self.routes
+                    .as_ref()
+                    .ok_or_else(|| missing("routes"))?
+                    .to_plan()?,
+            ),
+            ActionKind::ScaleCanaryUp => Op::ScaleCanaryUp,
+            ActionKind::ScaleCanaryToZero => Op::ScaleCanaryToZero,
+            ActionKind::PromoteToPrimary => Op::PromoteToPrimary,
+            ActionKind::Event => Op::Event(self.event.as_ref().ok_or_else(|| missing("event"))?),
+            ActionKind::Alert => Op::Alert(self.alert.as_ref().ok_or_else(|| missing("alert"))?),
+        })
+    }
+}
+
+impl From<&RoutePlan> for PendingRoutes {
+    fn from(p: &RoutePlan) -> Self {
+        PendingRoutes {
+            primary_weight: p.primary_weight,
+            canary_weight: p.canary_weight,
+            match_rules: p
+                .match_rules
+                .iter()
+                .map(|r| PendingMatch {
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            let mut m = StringMatchSpec::default();
+                            match &h.matcher {
+                                StringMatch::Exact(s) => m.exact = Some(s.clone()),
+                                StringMatch::Prefix(s) => m.prefix = Some(s.clone()),
+                                StringMatch::Suffix(s) => m.suffix = Some(s.clone()),
+                                StringMatch::Regex(s) => m.regex = Some(s.clone()),
+                            }
+                            PendingHeader {
+                                name: h.name.clone(),
+                                matcher: m,
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl PendingRoutes {
+    pub fn to_plan(&self) -> Result<RoutePlan, String> {
+        let header = |h: &PendingHeader| {
+            let m = &h.matcher;
+            let matcher = if let Some(s) = &m.exact {
+                StringMatch::Exact(s.clone())
+            } else if let Some(s) = &m.prefix {
+                StringMatch::Prefix(s.clone())
+            } else if let Some(s) = &m.suffix {
+                StringMatch::Suffix(s.clone())
+            } else if let Some(s) = &m.regex {
+                StringMatch::Regex(s.clone())
+            } else {
+                return Err(format!("header {} has no comparison", h.name));
+            };
+            Ok(HeaderMatch {
+                name: h.name.clone(),
+                matcher,
+            })
+        };
+        Ok(RoutePlan {
+            primary_weight: self.primary_weight,
+            canary_weight: self.canary_weight,
+            match_rules: self
+                .match_rules
+                .iter()
+                .map(|r| {
+                    Ok(MatchRule {
+                        headers: r.headers.iter().map(header).collect::<Result<_, _>>()?,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        })
+    }
 }
 
 pub fn parse_phase(s: &str) -> Option<Phase> {
@@ -87,6 +419,13 @@ pub fn format_time(t: Timestamp) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
+/// RFC 3339 with microsecond precision, as an Event's `eventTime` holds it.
+pub fn format_time_micros(t: Timestamp) -> String {
+    Timestamp::from_microsecond(t.as_microsecond())
+        .map(|t| format!("{t:.6}"))
+        .unwrap_or_else(|_| t.to_string())
+}
+
 pub fn parse_time(s: &str) -> Option<Timestamp> {
     s.parse().ok()
 }
@@ -97,6 +436,17 @@ impl CanaryStatus {
             .clone()
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default()
+    }
+
+    /// The status to work from: `memo`, what this process wrote last, unless
+    /// `stored` (the cache) holds a later step. At the same step what was
+    /// written wins, as the cache may still hold the step's record after it
+    /// was cleared.
+    pub fn newest(stored: CanaryStatus, memo: Option<&CanaryStatus>) -> CanaryStatus {
+        match memo {
+            Some(m) if m.last_step() >= stored.last_step() => m.clone(),
+            _ => stored,
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -248,6 +598,11 @@ pub fn merge_patch(prev: &CanaryStatus, next: &CanaryStatus) -> Value {
     json!({ "status": status })
 }
 
+/// The patch that sets (or, with `None`, clears) `pendingStep` alone.
+pub fn pending_patch(pending: Option<&PendingStep>) -> Value {
+    json!({ "status": { "pendingStep": pending } })
+}
+
 /// Writes `patch` to the status subresource. Fledge is the only writer of a
 /// Canary's status, so there is no resourceVersion precondition; transient
 /// errors are retried with backoff for about half a minute.
@@ -349,5 +704,206 @@ mod tests {
         let p = merge_patch(&prev, &next);
         assert_eq!(p["status"]["trackedConfigs"]["configmap/a"], Value::Null);
         assert_eq!(p["status"]["trackedConfigs"]["secret/b"], "2");
+    }
+
+    fn every_action() -> Vec<Action> {
+        use crate::core::{Alert, Event};
+        let ab = RoutePlan {
+            primary_weight: 100,
+            canary_weight: 0,
+            match_rules: vec![MatchRule {
+                headers: vec![
+                    HeaderMatch {
+                        name: "x-canary".into(),
+                        matcher: StringMatch::Exact("insider".into()),
+                    },
+                    HeaderMatch {
+                        name: "user-agent".into(),
+                        matcher: StringMatch::Regex(".*Firefox.*".into()),
+                    },
+                ],
+            }],
+        };
+        vec![
+            Action::EnsureObjects,
+            Action::SetRoutes(RoutePlan::weighted(30)),
+            Action::SetRoutes(ab),
+            Action::ScaleCanaryUp,
+            Action::ScaleCanaryToZero,
+            Action::PromoteToPrimary,
+            Action::Event(Event {
+                warning: false,
+                reason: "NewRevision",
+                message: "New revision detected! Scaling up podinfo.test".into(),
+                log: Some("New revision detected! podinfo.test".into()),
+            }),
+            Action::Alert(Alert {
+                severity: Severity::Warn,
+                message: "Waiting for approval".into(),
+                muted: true,
+            }),
+        ]
+    }
+
+    #[test]
+    fn a_recorded_step_reads_back_as_the_actions_it_was_made_of() {
+        let mut planned = Vec::new();
+        let actions: Vec<PendingAction> = every_action()
+            .iter()
+            .map(|a| {
+                PendingAction::record(a, &mut |e| {
+                    planned.push(e.message.clone());
+                    ("podinfo.0123456789abcdef".into(), 1)
+                })
+            })
+            .collect();
+        assert_eq!(planned.len(), 1, "only Events are planned");
+        let mut stored = CanaryStatus {
+            last_step_time: Some("2026-01-01T00:00:10.500Z".into()),
+            ..Default::default()
+        };
+        stored.pending_step = Some(PendingStep {
+            step: "2026-01-01T00:00:10.500Z".into(),
+            revision: "abc".into(),
+            actions,
+            post_rollout: Some(PendingPostRollout {
+                phase: "Succeeded".into(),
+                then: vec![],
+            }),
+        });
+        let json = serde_json::to_value(&stored).unwrap();
+        let p = &json["pendingStep"];
+        assert_eq!(p["actions"][1]["type"], "SetRoutes");
+        assert_eq!(
+            p["actions"][1]["routes"],
+            json!({"primaryWeight": 70, "canaryWeight": 30})
+        );
+        assert_eq!(
+            p["actions"][2]["routes"]["match"][0]["headers"][0],
+            json!({"name": "x-canary", "match": {"exact": "insider"}})
+        );
+        assert_eq!(p["actions"][7]["alert"]["severity"], "warn");
+        assert_eq!(p["postRollout"]["phase"], "Succeeded");
+
+        let back: CanaryStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back, stored);
+        let ops: Vec<Op> = back
+            .pending_step
+            .as_ref()
+            .unwrap()
+            .actions
+            .iter()
+            .map(|a| a.op().unwrap())
+            .collect();
+        let expected = every_action();
+        for (op, action) in ops.iter().zip(&expected) {
+            match (op, action) {
+                (Op::EnsureObjects, Action::EnsureObjects)
+                | (Op::ScaleCanaryUp, Action::ScaleCanaryUp)
+                | (Op::ScaleCanaryToZero, Action::ScaleCanaryToZero)
+                | (Op::PromoteToPrimary, Action::PromoteToPrimary) => {}
+                (Op::SetRoutes(a), Action::SetRoutes(b)) => assert_eq!(a, b),
+                (Op::Event(a), Action::Event(b)) => {
+                    assert_eq!(
+                        (
+                            a.warning,
+                            a.reason.as_str(),
+                            a.message.as_str(),
+                            a.log_message()
+                        ),
+                        (b.warning, b.reason, b.message.as_str(), b.log_message())
+                    );
+                    assert_eq!((a.name.as_str(), a.count), ("podinfo.0123456789abcdef", 1));
+                }
+                (Op::Alert(a), Action::Alert(b)) => {
+                    assert_eq!(
+                        (a.severity, a.message.as_str(), a.muted),
+                        (AlertSeverity::Warn, b.message.as_str(), b.muted)
+                    );
+                }
+                (op, action) => panic!("{op:?} read back from {action:?}"),
+            }
+        }
+        assert_eq!(ops.len(), expected.len());
+    }
+
+    #[test]
+    fn a_record_missing_what_its_action_needs_is_refused_not_guessed() {
+        let a = PendingAction {
+            kind: ActionKind::SetRoutes,
+            ..Default::default()
+        };
+        assert!(a.op().is_err());
+        let mut r = PendingAction::record(
+            &Action::SetRoutes(RoutePlan::weighted(0)),
+            &mut |_| unreachable!(),
+        );
+        r.routes.as_mut().unwrap().match_rules = vec![PendingMatch {
+            headers: vec![PendingHeader {
+                name: "x".into(),
+                matcher: StringMatchSpec::default(),
+            }],
+        }];
+        assert!(r.op().is_err(), "a header without a comparison");
+    }
+
+    #[test]
+    fn an_unreadable_record_leaves_the_rest_of_the_status_readable() {
+        let v = json!({"phase": "Progressing", "canaryWeight": 50,
+                       "lastStepTime": "2026-01-01T00:00:10.500Z",
+                       "pendingStep": {"actions": "not a list"}});
+        let s: CanaryStatus = serde_json::from_value(v).unwrap();
+        assert_eq!((s.phase(), s.canary_weight), (Phase::Progressing, 50));
+        assert_eq!(s.pending_step, None);
+        let cleared: CanaryStatus =
+            serde_json::from_value(json!({"phase": "Progressing", "pendingStep": null})).unwrap();
+        assert_eq!(cleared.pending_step, None);
+    }
+
+    #[test]
+    fn the_record_is_cleared_by_a_patch_of_its_own() {
+        assert_eq!(
+            pending_patch(None),
+            json!({"status": {"pendingStep": null}})
+        );
+        let p = PendingStep {
+            step: "t".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            pending_patch(Some(&p))["status"]["pendingStep"]["step"],
+            "t"
+        );
+        // A step's own write carries the record with the rest of the status.
+        let next = CanaryStatus {
+            pending_step: Some(p),
+            ..Default::default()
+        };
+        let full = merge_patch(&CanaryStatus::default(), &next);
+        assert_eq!(full["status"]["pendingStep"]["step"], "t");
+    }
+
+    #[test]
+    fn what_this_process_wrote_wins_over_a_cache_at_the_same_step() {
+        let at = |t: &str, pending: bool| CanaryStatus {
+            last_step_time: Some(t.into()),
+            pending_step: pending.then(PendingStep::default),
+            ..Default::default()
+        };
+        let t1 = "2026-01-01T00:00:10.500Z";
+        let t2 = "2026-01-01T00:00:20.500Z";
+        // The cache still shows the record this process has cleared since.
+        let s = CanaryStatus::newest(at(t1, true), Some(&at(t1, false)));
+        assert_eq!(s.pending_step, None);
+        // The cache is behind: the write wins.
+        let s = CanaryStatus::newest(at(t1, false), Some(&at(t2, true)));
+        assert_eq!(s.last_step_time.as_deref(), Some(t2));
+        // Someone else took a later step: the cache wins.
+        let s = CanaryStatus::newest(at(t2, true), Some(&at(t1, false)));
+        assert_eq!(
+            (s.last_step_time.as_deref(), s.pending_step.is_some()),
+            (Some(t2), true)
+        );
+        assert_eq!(CanaryStatus::newest(at(t1, true), None), at(t1, true));
     }
 }

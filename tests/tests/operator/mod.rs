@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use super::{apply, manifest, ssa, wait_for, world};
 
+mod crash;
 mod crds;
 mod tracking;
 
@@ -103,6 +104,31 @@ impl Operator {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit; the exit status and how long
+    /// it took. Still running after `within` is an error (and the process is killed).
+    pub async fn terminate(
+        &mut self,
+        within: Duration,
+    ) -> Result<(std::process::ExitStatus, Duration)> {
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        let sent = Instant::now();
+        // SAFETY: signalling our own child, which has not been reaped (wait is below).
+        ensure!(
+            unsafe { libc::kill(pid, libc::SIGTERM) } == 0,
+            "kill -TERM {pid}"
+        );
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok((status, sent.elapsed()));
+            }
+            if sent.elapsed() > within {
+                self.kill();
+                anyhow::bail!("fledge operator still running {within:?} after SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -286,13 +312,15 @@ async fn canary_status(client: &Client, ns: &str) -> Result<Value> {
     Ok(api.get("podinfo").await?.data["status"].clone())
 }
 
+/// Waits until the Canary's status shows `phase` from a step that is finished (its actions
+/// carried out and its Events published: no `pendingStep` left).
 async fn wait_phase(client: &Client, ns: &str, phase: &str, timeout: Duration) -> Result<Value> {
     wait_for(
         &format!("Canary {ns}/podinfo to reach {phase}"),
         timeout,
         || async {
             let s = canary_status(client, ns).await?;
-            Ok((s["phase"] == phase).then_some(s))
+            Ok((s["phase"] == phase && s["pendingStep"].is_null()).then_some(s))
         },
     )
     .await
@@ -920,51 +948,39 @@ async fn operator_bootstraps_promotes_and_rolls_back() -> Result<()> {
     // The simulator's traffic, set once before anything runs: half the rollback canary's
     // requests fail; the A/B apex router gets one insider in ten requests, and nothing goes
     // into its `-canary` router, so only header-matched requests can reach the canary.
-    let sim = cluster.simulator().context("no simulator")?;
-    let mut config: fledge_e2e::mesh::SimConfig =
-        serde_json::from_str(&http::get(sim, "/config")?.body)?;
-    config.backends.insert(
-        "op-rollback/podinfo-canary".into(),
-        fledge_e2e::mesh::Behaviour {
-            error_ratio: 0.5,
+    super::configure_sim(cluster, |config| {
+        config.backends.insert(
+            "op-rollback/podinfo-canary".into(),
+            fledge_e2e::mesh::Behaviour {
+                error_ratio: 0.5,
+                ..Default::default()
+            },
+        );
+        let plain = fledge_e2e::mesh::RequestClass {
+            weight: 9.0,
             ..Default::default()
-        },
-    );
-    let plain = fledge_e2e::mesh::RequestClass {
-        weight: 9.0,
-        ..Default::default()
-    };
-    let insider = fledge_e2e::mesh::RequestClass {
-        weight: 1.0,
-        headers: [("x-canary".to_string(), "insider".to_string())].into(),
-        ..Default::default()
-    };
-    config.routers.insert(
-        "op-ab/podinfo".into(),
-        fledge_e2e::mesh::RouterTraffic {
-            rps: 100.0,
-            requests: Some(vec![plain, insider]),
-        },
-    );
-    config.routers.insert(
-        "op-ab/podinfo-canary".into(),
-        fledge_e2e::mesh::RouterTraffic {
-            rps: 0.0,
-            requests: None,
-        },
-    );
-    let put = http::request(
-        sim,
-        "PUT",
-        "/config",
-        Some(&serde_json::to_string(&config)?),
-    )?;
-    ensure!(
-        (200..300).contains(&put.status),
-        "PUT /config: {} {}",
-        put.status,
-        put.body
-    );
+        };
+        let insider = fledge_e2e::mesh::RequestClass {
+            weight: 1.0,
+            headers: [("x-canary".to_string(), "insider".to_string())].into(),
+            ..Default::default()
+        };
+        config.routers.insert(
+            "op-ab/podinfo".into(),
+            fledge_e2e::mesh::RouterTraffic {
+                rps: 100.0,
+                requests: Some(vec![plain, insider]),
+            },
+        );
+        config.routers.insert(
+            "op-ab/podinfo-canary".into(),
+            fledge_e2e::mesh::RouterTraffic {
+                rps: 0.0,
+                requests: None,
+            },
+        );
+        Ok(())
+    })?;
 
     let (p, r, ab, gc, revert) = tokio::join!(
         promotion(cluster, "op-promote"),
