@@ -381,11 +381,21 @@ fn canaries_tracking(
         .collect()
 }
 
+/// Canaries reconciled at once (Flagger runs two workers). With 100 Canaries
+/// this keeps peak RSS at 39 MiB instead of 58 MiB, at the same promotion
+/// time (`scripts/bench-operator.sh`); 8 made the promotion 35 % slower.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
 fn controller(ctx: Arc<Context>) -> Controller<CanaryObject> {
     let client = &ctx.client;
     let ns = &ctx.config.namespace;
     let wc = watcher::Config::default;
-    let mut c = Controller::new(api::<CanaryObject>(client, ns), wc());
+    // Reconciles are I/O-bound; a bounded number in flight keeps what they
+    // hold (observed Deployments, routes, the step) from piling up when many
+    // Canaries wake at once, as after a restart. Others wait in the queue.
+    let mut c = Controller::new(api::<CanaryObject>(client, ns), wc()).with_config(
+        kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+    );
     let store = c.store();
     c = c
         .watches(api::<Deployment>(client, ns), wc(), {
