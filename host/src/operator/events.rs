@@ -37,7 +37,6 @@ struct Key {
 }
 
 struct Seen {
-    namespace: String,
     name: String,
     count: i32,
     last: Timestamp,
@@ -120,7 +119,7 @@ impl Recorder {
             note: crate::core::text::one_line(note, 1024),
         };
         let mut seen = self.seen.lock().await;
-        plan_in(&mut seen, key, canary.namespace(), fresh, Timestamp::now())
+        plan_in(&mut seen, key, fresh, Timestamp::now())
     }
 
     /// Publishes a planned Event: creates it, or sets its series count.
@@ -149,7 +148,6 @@ impl Recorder {
             };
             let mut seen = self.seen.lock().await;
             let s = seen.entry(key).or_insert_with(|| Seen {
-                namespace: canary.namespace().into(),
                 name: e.name.clone(),
                 count: e.count,
                 last: now,
@@ -224,47 +222,19 @@ impl Recorder {
         reason: &str,
         note: &str,
     ) -> Result<(), kube::Error> {
-        let now = Timestamp::now();
-        // One line, and within the API server's 1 kB cap for notes.
-        let note = crate::core::text::one_line(note, 1024);
-        let key = Key {
-            uid: canary.metadata.uid.clone().unwrap_or_default(),
+        // The same path as a step's Events, planned and delivered at once.
+        let fresh = format!("{}.{:x}", canary.name(), Timestamp::now().as_nanosecond());
+        let (name, count) = self.plan(canary, warning, reason, note, fresh).await;
+        let e = PendingEvent {
             warning,
             reason: reason.into(),
-            note: note.clone(),
+            message: note.into(),
+            log: None,
+            name,
+            count,
+            at: None,
         };
-        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), canary.namespace());
-        let mut seen = self.seen.lock().await;
-        seen.retain(|_, s| s.last + SERIES_WINDOW > now);
-        if let Some(s) = seen.get_mut(&key) {
-            s.count += 1;
-            s.last = now;
-            let patch = serde_json::json!({"series": EventSeries {
-                count: s.count,
-                last_observed_time: MicroTime(now),
-            }});
-            let name = s.name.clone();
-            let namespace = s.namespace.clone();
-            drop(seen);
-            let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            return Ok(());
-        }
-        let name = format!("{}.{:x}", canary.name(), now.as_nanosecond());
-        let event = self.event(canary, &name, warning, reason, note, now);
-        seen.insert(
-            key,
-            Seen {
-                namespace: canary.namespace().into(),
-                name,
-                count: 1,
-                last: now,
-            },
-        );
-        drop(seen);
-        api.create(&PostParams::default(), &event).await?;
-        Ok(())
+        self.deliver(canary, &e, false).await.map(|_| ())
     }
 }
 
@@ -272,7 +242,6 @@ impl Recorder {
 fn plan_in(
     seen: &mut HashMap<Key, Seen>,
     key: Key,
-    namespace: &str,
     fresh: String,
     now: Timestamp,
 ) -> (String, i32) {
@@ -285,7 +254,6 @@ fn plan_in(
     seen.insert(
         key,
         Seen {
-            namespace: namespace.into(),
             name: fresh.clone(),
             count: 1,
             last: now,
@@ -346,12 +314,11 @@ mod tests {
         };
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let mut seen = HashMap::new();
-        let first = plan_in(&mut seen, key("a"), "ns", "e1".into(), t0);
+        let first = plan_in(&mut seen, key("a"), "e1".into(), t0);
         assert_eq!(first, ("e1".to_string(), 1));
         let again = plan_in(
             &mut seen,
             key("a"),
-            "ns",
             "e2".into(),
             t0 + SignedDuration::from_secs(10),
         );
@@ -359,7 +326,6 @@ mod tests {
         let other = plan_in(
             &mut seen,
             key("b"),
-            "ns",
             "e3".into(),
             t0 + SignedDuration::from_secs(20),
         );
@@ -368,7 +334,6 @@ mod tests {
         let later = plan_in(
             &mut seen,
             key("a"),
-            "ns",
             "e4".into(),
             t0 + SignedDuration::from_secs(10) + SERIES_WINDOW,
         );
