@@ -151,8 +151,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// glibc gives every thread that allocates its own arena (up to eight per
 /// core), and each keeps freed memory it rarely returns; a controller whose
-/// work hops between runtime threads pays for all of them. Two arenas keep
-/// peak RSS about 3 MiB lower with 100 Canaries (`scripts/bench-operator.sh`).
+/// work hops between runtime threads pays for all of them. With 100 Canaries
+/// and no bound on concurrent reconciles, two arenas (`MALLOC_ARENA_MAX=2`)
+/// gave a peak RSS of 52 MiB against 55 MiB (one run each of
+/// `scripts/bench-operator.sh fledge 100`).
 /// Called before the runtime starts its threads.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
