@@ -5,11 +5,13 @@
 //! - [`policy`]: the Wasm policy runtime (wasmtime, component model).
 //! - [`api`]: the `flagger.app/v1beta1` Canary and its validation.
 //! - [`simulate`]: the in-memory shell around the core, with a virtual clock.
+//! - [`metrics`]: metric providers of MetricTemplates, one trait.
 //! - [`operator`]: the Kubernetes shell around the core (`fledge operator`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod core;
+pub mod metrics;
 pub mod operator;
 pub mod policy;
 pub mod simulate;
