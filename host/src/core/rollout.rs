@@ -68,6 +68,9 @@ pub enum QueryOutcome {
     NoValues(String),
     /// The query could not be run or answered: the provider's error text.
     Failed(String),
+    /// The metric's template, Secret or provider could not be set up: the
+    /// whole message, already worded (`Metric template <name>.<ns> ... error: ...`).
+    Refused(String),
 }
 
 /// Where a metric's value comes from.
@@ -110,6 +113,7 @@ impl MetricSpec {
             QueryOutcome::Failed(err) => {
                 MetricValue::Error(messages::metric_query_failed(self, &err))
             }
+            QueryOutcome::Refused(message) => MetricValue::Error(message),
         };
         MetricResult {
             name: self.name.clone(),

@@ -65,3 +65,143 @@ pub fn secret_text(secret: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<Stri
             .to_string()
     })
 }
+
+pub mod datadog;
+pub mod dynatrace;
+pub mod graphite;
+pub mod influxdb;
+pub mod newrelic;
+pub mod prometheus;
+pub mod splunk;
+#[cfg(test)]
+pub(crate) mod testserver;
+
+/// Provider types Flagger knows that Fledge refuses, with what to use instead.
+pub const REFUSED: &[(&str, &str)] = &[
+    (
+        "keptn",
+        "query the backend the KeptnMetric or AnalysisDefinition reads (prometheus, datadog, dynatrace, ...) with that provider type",
+    ),
+    (
+        "externalmetrics",
+        "query the backend the external metrics adapter serves (prometheus, datadog, cloudwatch, ...) with that provider type",
+    ),
+];
+
+/// Why `kind` is refused, naming the field and what to use instead; `None`
+/// for a type Fledge serves.
+pub fn refusal(kind: &str) -> Option<String> {
+    REFUSED
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(k, instead)| {
+            format!("spec.provider.type: `{k}` is not supported by Fledge; {instead}")
+        })
+}
+
+/// Builds the provider `source.spec.type` names, or says why it cannot be.
+pub fn build(source: &Source) -> Result<Box<dyn Provider>, String> {
+    let kind = source.spec.type_.as_deref().unwrap_or_default();
+    if let Some(why) = refusal(kind) {
+        return Err(why);
+    }
+    match kind {
+        "prometheus" => prometheus::build(source),
+        "datadog" => datadog::build(source),
+        "newrelic" => newrelic::build(source),
+        "graphite" => graphite::build(source),
+        "influxdb" => influxdb::build(source),
+        "dynatrace" => dynatrace::build(source),
+        "splunk" => splunk::build(source),
+        // `cloudwatch::build(source)` and `stackdriver::build(source)` plug in
+        // here, with the same signature as the constructors above.
+        "cloudwatch" | "stackdriver" => Err(format!(
+            "spec.provider.type: `{kind}` is not supported by this build"
+        )),
+        "" => Err(
+            "spec.provider.type is missing; set it to the metrics backend, e.g. prometheus".into(),
+        ),
+        other => Err(format!(
+            "spec.provider.type: unknown provider `{other}`; use one of {}",
+            crate::api::METRIC_PROVIDERS.join(", ")
+        )),
+    }
+}
+
+/// `spec.provider.address`, when set and not empty.
+pub(crate) fn address(spec: &MetricProvider) -> Option<&str> {
+    spec.address.as_deref().filter(|a| !a.is_empty())
+}
+
+/// `spec.provider.headers`, one pair per value.
+pub(crate) fn headers(spec: &MetricProvider) -> Vec<(String, String)> {
+    spec.headers
+        .iter()
+        .flatten()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
+        .collect()
+}
+
+/// The client for `insecureSkipVerify` (`true`: the certificate is not checked).
+pub(crate) fn client<'a>(call: &'a Call<'a>, insecure: bool) -> &'a reqwest::Client {
+    if insecure {
+        &call.http.insecure
+    } else {
+        &call.http.verify
+    }
+}
+
+/// Sends `req` with `timeout`: the status and body, or why nothing came back.
+pub(crate) async fn send(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<(reqwest::StatusCode, String), String> {
+    let resp = req
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {}", chain(&e)))?;
+    let status = resp.status();
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| format!("error reading body: {}", chain(&e)))?;
+    Ok((status, body))
+}
+
+/// An error with its causes: reqwest's own text omits them ("error sending
+/// request" without "connection refused").
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Collapses runs of whitespace to one space, as Flagger does before
+/// putting a query in a URL.
+pub(crate) fn one_line(query: &str) -> String {
+    query.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A URL from a provider's address, or Flagger's error for it.
+pub(crate) fn parse_url(kind: &str, address: &str) -> Result<reqwest::Url, String> {
+    reqwest::Url::parse(address)
+        .ok()
+        .filter(|u| u.has_host())
+        .ok_or_else(|| format!("{kind} address {address} is not a valid URL"))
+}

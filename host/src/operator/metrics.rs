@@ -1,21 +1,19 @@
-//! Metric checks: the builtin App Mesh queries over the Envoy series, inline
-//! queries and MetricTemplates of provider `prometheus`, rendered with
-//! Flagger's template variables and sent to the right Prometheus.
+//! Metric checks: the builtin App Mesh queries over the Envoy series and
+//! inline queries (sent to the Prometheus of `spec.metricsServer`), and
+//! MetricTemplates of every provider type ([`crate::metrics`]), rendered with
+//! Flagger's template variables.
 use super::webhooks::Clients;
-use crate::api::{MetricProvider, MetricTemplate};
+use crate::api::MetricTemplate;
 use crate::core::rollout::{MetricSource, MetricSpec, QueryOutcome, Rollout};
+use crate::metrics::{self, prometheus::Prometheus, Answer, Call, Provider, Source};
 use fledge_policy::MetricResult;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::Client;
-use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
-/// Flagger's Prometheus client timeout.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `1m`, `30s`, `1m30s`: a Prometheus range from a duration.
+/// `1m`, `30s`, `90s`: a Prometheus range from a duration.
 pub fn range(d: Duration) -> String {
     let s = d.as_secs().max(1);
     if s.is_multiple_of(60) {
@@ -85,114 +83,6 @@ pub fn render(
     Ok(out)
 }
 
-/// How to reach one Prometheus.
-#[derive(Debug, Clone, Default)]
-pub struct Endpoint {
-    pub address: String,
-    pub bearer: Option<String>,
-    pub basic: Option<(String, String)>,
-    /// The provider's `headers`, sent with every query (before the credentials).
-    pub headers: Vec<(String, String)>,
-    /// The provider's `insecureSkipVerify`: its TLS certificate is not checked.
-    pub insecure: bool,
-}
-
-impl Endpoint {
-    /// A MetricTemplate provider's address (else `default`), headers and TLS
-    /// setting; credentials come from its Secret.
-    pub fn of_provider(provider: &MetricProvider, default: &str) -> Endpoint {
-        Endpoint {
-            address: provider
-                .address
-                .clone()
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| default.to_string()),
-            headers: provider
-                .headers
-                .iter()
-                .flatten()
-                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
-                .collect(),
-            insecure: provider.insecure_skip_verify.unwrap_or(false),
-            ..Default::default()
-        }
-    }
-}
-
-/// What a query found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    Value(f64),
-    NoValues,
-    Failed(String),
-}
-
-/// `GET <address>/api/v1/query`: the last sample of the vector wins, as in
-/// Flagger; an empty result or NaN is "no values". TLS is verified unless the
-/// endpoint says `insecure`.
-pub async fn query(http: &Clients, ep: &Endpoint, promql: &str) -> Answer {
-    let http = if ep.insecure {
-        &http.insecure
-    } else {
-        &http.verify
-    };
-    let url = format!("{}/api/v1/query", ep.address.trim_end_matches('/'));
-    let mut url = match reqwest::Url::parse(&url) {
-        Ok(u) => u,
-        Err(e) => return Answer::Failed(format!("metrics server `{}`: {e}", ep.address)),
-    };
-    url.query_pairs_mut().append_pair("query", promql);
-    let mut req = http.get(url).timeout(QUERY_TIMEOUT);
-    for (k, v) in &ep.headers {
-        req = req.header(k, v);
-    }
-    if let Some(t) = &ep.bearer {
-        req = req.bearer_auth(t);
-    } else if let Some((u, p)) = &ep.basic {
-        req = req.basic_auth(u, Some(p));
-    }
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) => return Answer::Failed(format!("{e}")),
-    };
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    if status.as_u16() >= 400 {
-        return Answer::Failed(format!("error response: Status {status}: {}", body.trim()));
-    }
-    parse(&body)
-}
-
-pub fn parse(body: &str) -> Answer {
-    let v: Value = match serde_json::from_str(body) {
-        Ok(v) => v,
-        Err(e) => return Answer::Failed(format!("decoding the response: {e}")),
-    };
-    let result = &v["data"]["result"];
-    let values: Vec<&Value> = match v["data"]["resultType"].as_str() {
-        Some("scalar") => vec![&result[1]],
-        _ => {
-            let Some(items) = result.as_array() else {
-                return Answer::Failed(format!("unexpected response: {body}"));
-            };
-            if items.iter().any(|i| i.get("values").is_some()) {
-                return Answer::Failed("query returned multiple values".into());
-            }
-            items.iter().map(|i| &i["value"][1]).collect()
-        }
-    };
-    match values
-        .last()
-        .and_then(|v| v.as_str())
-        .map(str::parse::<f64>)
-    {
-        Some(Ok(f)) if f.is_nan() => Answer::NoValues,
-        Some(Ok(f)) => Answer::Value(f),
-        Some(Err(e)) => Answer::Failed(format!("parsing the value: {e}")),
-        None => Answer::NoValues,
-    }
-}
-
 /// Everything one metric check needs.
 pub struct Checker<'a> {
     pub client: &'a Client,
@@ -201,59 +91,105 @@ pub struct Checker<'a> {
     pub default_server: &'a str,
 }
 
+/// One query that ran: which provider answered and how long it took
+/// (`fledge_metric_query_seconds{provider}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryTiming {
+    /// The metric's name in the Canary.
+    pub metric: String,
+    /// `spec.provider.type`; `prometheus` for the builtin and inline queries.
+    pub provider: &'static str,
+    pub took: Duration,
+}
+
 impl Checker<'_> {
     /// Queries every metric of `r` in the core's order, stopping after the
     /// first result that stops the analysis; the core words the failures.
     pub async fn check_all(&self, r: &Rollout) -> Vec<MetricResult> {
+        self.check_all_timed(r).await.0
+    }
+
+    /// [`Checker::check_all`], with the provider and duration of every query
+    /// that was sent (a metric whose template or Secret failed sends none).
+    pub async fn check_all_timed(&self, r: &Rollout) -> (Vec<MetricResult>, Vec<QueryTiming>) {
         let mut out = Vec::new();
+        let mut timings = Vec::new();
         for m in r.query_order() {
-            let result = m.result(r, self.outcome(r, m).await);
+            let (outcome, timing) = self.outcome(r, m).await;
+            timings.extend(timing);
+            let result = m.result(r, outcome);
             let stop = m.stops(&result);
             out.push(result);
             if stop {
                 break;
             }
         }
-        out
+        (out, timings)
     }
 
-    async fn outcome(&self, r: &Rollout, m: &MetricSpec) -> QueryOutcome {
+    async fn outcome(&self, r: &Rollout, m: &MetricSpec) -> (QueryOutcome, Option<QueryTiming>) {
         let interval = range(m.interval);
-        let plain = Endpoint {
-            address: self.default_server.to_string(),
-            ..Default::default()
-        };
-        let (ep, q) = match &m.source {
+        let server = Prometheus::at(self.default_server);
+        let (provider, q): (&dyn Provider, String) = match &m.source {
             MetricSource::Builtin if m.name == "request-success-rate" => (
-                plain,
+                &server,
                 success_rate_query(&r.namespace, &r.target, &interval),
             ),
-            MetricSource::Builtin => (plain, duration_query(&r.namespace, &r.target, &interval)),
+            MetricSource::Builtin => (&server, duration_query(&r.namespace, &r.target, &interval)),
             MetricSource::Query(q) => match render(q, r, m, &interval) {
-                Ok(q) => (plain, q),
-                Err(e) => return QueryOutcome::Failed(format!("query render error: {e}")),
+                Ok(q) => (&server, q),
+                Err(e) => {
+                    return (
+                        QueryOutcome::Failed(format!("query render error: {e}")),
+                        None,
+                    )
+                }
             },
             MetricSource::Template { name, namespace } => {
-                match self.template(r, m, name, namespace).await {
-                    Ok(found) => found,
-                    Err(e) => return QueryOutcome::Failed(e),
-                }
+                return match self.template(r, m, name, namespace).await {
+                    Ok((provider, q)) => self.ask(m, provider.as_ref(), &q).await,
+                    Err(e) => (QueryOutcome::Refused(e), None),
+                };
             }
         };
-        match query(self.http, &ep, &q).await {
+        self.ask(m, provider, &q).await
+    }
+
+    async fn ask(
+        &self,
+        m: &MetricSpec,
+        provider: &dyn Provider,
+        q: &str,
+    ) -> (QueryOutcome, Option<QueryTiming>) {
+        let call = Call {
+            http: self.http,
+            now: SystemTime::now(),
+        };
+        let started = Instant::now();
+        let answer = provider.query(&call, q).await;
+        let timing = QueryTiming {
+            metric: m.name.clone(),
+            provider: provider.kind(),
+            took: started.elapsed(),
+        };
+        let outcome = match answer {
             Answer::Value(v) => QueryOutcome::Value(v),
             Answer::NoValues => QueryOutcome::NoValues("no values found".into()),
             Answer::Failed(e) => QueryOutcome::Failed(e),
-        }
+        };
+        (outcome, Some(timing))
     }
 
+    /// The template's provider, built from its spec and its Secret (in the
+    /// template's namespace), and its rendered query; errors worded as
+    /// Flagger's scheduler words them.
     async fn template(
         &self,
         r: &Rollout,
         m: &MetricSpec,
         name: &str,
         namespace: &str,
-    ) -> Result<(Endpoint, String), String> {
+    ) -> Result<(Box<dyn Provider>, String), String> {
         let ar = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("flagger.app", "v1beta1", "MetricTemplate"),
             "metrictemplates",
@@ -271,40 +207,35 @@ impl Checker<'_> {
             .map_err(|e| format!("Metric template {name}.{namespace} error: {e}"))?;
         let spec = t.spec.unwrap_or_default();
         let provider = spec.provider.unwrap_or_default();
-        let kind = provider.type_.clone().unwrap_or_default();
-        if kind != "prometheus" {
-            return Err(format!(
-                "Metric template {name}.{namespace} provider {kind} error: not supported by this version of Fledge"
-            ));
-        }
-        let mut ep = Endpoint::of_provider(&provider, self.default_server);
-        if let Some(secret) = provider.secret_ref.as_ref().and_then(|s| s.name.clone()) {
+        let mut secret = BTreeMap::new();
+        if let Some(s) = &provider.secret_ref {
+            let secret_name = s.name.clone().unwrap_or_default();
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-            let s = secrets.get(&secret).await.map_err(|e| {
-                format!("Metric template {name}.{namespace} secret {secret} error: {e}")
+            let found = secrets.get(&secret_name).await.map_err(|e| {
+                format!("Metric template {name}.{namespace} secret {secret_name} error: {e}")
             })?;
-            let data: BTreeMap<String, String> = s
+            secret = found
                 .data
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).to_string()))
+                .map(|(k, v)| (k, v.0))
                 .collect();
-            if let Some(a) = data.get("address") {
-                ep.address = a.clone();
-            }
-            if let Some(t) = data.get("token") {
-                ep.bearer = Some(t.clone());
-            } else if let (Some(u), Some(p)) = (data.get("username"), data.get("password")) {
-                ep.basic = Some((u.clone(), p.clone()));
-            } else {
-                return Err(format!(
-                    "Metric template {name}.{namespace} secret {secret} error: it needs `token`, or `username` and `password`"
-                ));
-            }
         }
+        let source = Source {
+            spec: &provider,
+            secret: &secret,
+            interval: m.interval,
+            default_address: self.default_server,
+        };
+        let built = metrics::build(&source).map_err(|e| {
+            format!(
+                "Metric template {name}.{namespace} provider {} error: {e}",
+                provider.type_.as_deref().unwrap_or_default()
+            )
+        })?;
         let q = render(&spec.query.unwrap_or_default(), r, m, &range(m.interval))
             .map_err(|e| format!("Metric template {name}.{namespace} query render error: {e}"))?;
-        Ok((ep, q))
+        Ok((built, q))
     }
 }
 
@@ -312,98 +243,6 @@ impl Checker<'_> {
 mod tests {
     use super::*;
     use crate::api;
-    use std::io::{Read, Write};
-    use std::sync::Arc;
-
-    /// An HTTPS server with a self-signed certificate that answers `conns`
-    /// connections with a Prometheus vector of 42; returns its address and
-    /// the requests it read.
-    fn self_signed_prometheus(
-        conns: usize,
-    ) -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<String>>) {
-        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-            rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
-        );
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
-        .unwrap();
-        let config = Arc::new(config);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let handle = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for stream in listener.incoming().take(conns) {
-                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
-                let mut tls = rustls::StreamOwned::new(conn, stream.unwrap());
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                // A client that refuses the certificate ends the handshake here.
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                if req.is_empty() {
-                    continue;
-                }
-                let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"42"]}]}}"#;
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tls.write_all(resp.as_bytes());
-                let _ = tls.flush();
-                tls.conn.send_close_notify();
-                let _ = tls.flush();
-                seen.push(String::from_utf8_lossy(&req).to_lowercase());
-            }
-            seen
-        });
-        (addr, handle)
-    }
-
-    #[tokio::test]
-    async fn insecure_skip_verify_skips_tls_verification_for_that_provider_only() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let (addr, server) = self_signed_prometheus(2);
-        let provider: MetricProvider = serde_json::from_value(serde_json::json!({
-            "type": "prometheus",
-            "address": format!("https://{addr}"),
-            "insecureSkipVerify": true,
-            "headers": {"X-Scope-OrgID": ["tenant-a"]}
-        }))
-        .unwrap();
-        let http = Clients::new().unwrap();
-        let insecure = Endpoint::of_provider(&provider, "http://unused");
-        assert!(insecure.insecure);
-        let verified = Endpoint {
-            insecure: false,
-            ..insecure.clone()
-        };
-        match query(&http, &verified, "up").await {
-            Answer::Failed(_) => {}
-            other => panic!("a self-signed certificate must fail verification: {other:?}"),
-        }
-        assert_eq!(query(&http, &insecure, "up").await, Answer::Value(42.0));
-        let seen = server.join().unwrap();
-        assert_eq!(seen.len(), 1, "only the insecure query got through");
-        assert!(seen[0].contains("x-scope-orgid: tenant-a"), "{}", seen[0]);
-
-        // Without the field, and for the default server, TLS is verified.
-        let plain: MetricProvider =
-            serde_json::from_value(serde_json::json!({"type": "prometheus"})).unwrap();
-        let ep = Endpoint::of_provider(&plain, "https://prometheus.istio-system:9090");
-        assert!(!ep.insecure);
-        assert_eq!(ep.address, "https://prometheus.istio-system:9090");
-        assert!(ep.headers.is_empty());
-    }
 
     fn guide() -> Rollout {
         let canary: api::Canary =
@@ -437,17 +276,9 @@ mod tests {
     }
 
     #[test]
-    fn answers_distinguish_values_no_values_and_failures() {
-        let vector = r#"{"status":"success","data":{"resultType":"vector","result":[
-            {"metric":{},"value":[1,"99.5"]}]}}"#;
-        assert_eq!(parse(vector), Answer::Value(99.5));
-        let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-        assert_eq!(parse(empty), Answer::NoValues);
-        let nan = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#;
-        assert_eq!(parse(nan), Answer::NoValues);
-        let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"1"]]}]}}"#;
-        assert!(matches!(parse(matrix), Answer::Failed(_)));
+    fn ranges_read_as_prometheus_writes_them() {
         assert_eq!(range(Duration::from_secs(60)), "1m");
         assert_eq!(range(Duration::from_secs(30)), "30s");
+        assert_eq!(range(Duration::from_secs(90)), "90s");
     }
 }
