@@ -205,3 +205,76 @@ pub(crate) fn parse_url(kind: &str, address: &str) -> Result<reqwest::Url, Strin
         .filter(|u| u.has_host())
         .ok_or_else(|| format!("{kind} address {address} is not a valid URL"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(spec: serde_json::Value, secret: &[(&str, &str)]) -> Result<&'static str, String> {
+        let t = testserver::template(spec, secret);
+        build(&t.source(Duration::from_secs(60))).map(|p| p.kind())
+    }
+
+    #[test]
+    fn build_dispatches_on_the_type_and_refuses_what_fledge_does_not_serve() {
+        let ok = [
+            (serde_json::json!({"type": "prometheus"}), vec![]),
+            (
+                serde_json::json!({"type": "datadog"}),
+                vec![("datadog_api_key", "a"), ("datadog_application_key", "b")],
+            ),
+            (
+                serde_json::json!({"type": "newrelic"}),
+                vec![("newrelic_query_key", "a"), ("newrelic_account_id", "1")],
+            ),
+            (
+                serde_json::json!({"type": "graphite", "address": "http://g"}),
+                vec![],
+            ),
+            (
+                serde_json::json!({"type": "influxdb", "address": "http://i"}),
+                vec![],
+            ),
+            (
+                serde_json::json!({"type": "dynatrace", "address": "https://d"}),
+                vec![("dynatrace_token", "t")],
+            ),
+            (
+                serde_json::json!({"type": "splunk", "address": "https://api.us1.signalfx.com"}),
+                vec![("sf_token_key", "t")],
+            ),
+        ];
+        for (spec, secret) in ok {
+            let want = spec["type"].as_str().unwrap().to_string();
+            assert_eq!(kind_of(spec, &secret).unwrap(), want);
+        }
+        for kind in ["keptn", "externalmetrics"] {
+            let err = kind_of(serde_json::json!({"type": kind}), &[])
+                .err()
+                .unwrap();
+            assert!(
+                err.starts_with(&format!(
+                    "spec.provider.type: `{kind}` is not supported by Fledge; query the backend"
+                )),
+                "{err}"
+            );
+        }
+        for kind in ["cloudwatch", "stackdriver"] {
+            let err = kind_of(serde_json::json!({"type": kind}), &[])
+                .err()
+                .unwrap();
+            assert!(err.contains("not supported by this build"), "{err}");
+        }
+        let err = kind_of(serde_json::json!({"type": "graphit"}), &[])
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with(
+                "spec.provider.type: unknown provider `graphit`; use one of prometheus"
+            ),
+            "{err}"
+        );
+        let err = kind_of(serde_json::json!({}), &[]).err().unwrap();
+        assert!(err.starts_with("spec.provider.type is missing"), "{err}");
+    }
+}

@@ -189,6 +189,16 @@ pub fn load(
                             format!("use one of {}", api::METRIC_PROVIDERS.join(", ")),
                         ));
                     }
+                    if let Some((_, instead)) =
+                        crate::metrics::REFUSED.iter().find(|(k, _)| *k == provider)
+                    {
+                        return Err(object_err(
+                            file,
+                            &format!("MetricTemplate {name}: spec.provider.type"),
+                            format!("`{provider}` is not supported by Fledge"),
+                            *instead,
+                        ));
+                    }
                     templates.insert((ns, name), t);
                 }
                 "AlertProvider" => {

@@ -288,3 +288,30 @@ fn a_metric_that_reads_infinity_fails_its_check() {
         texts(&report)
     );
 }
+
+#[test]
+fn templates_of_providers_fledge_refuses_fail_to_load_naming_the_field() {
+    for kind in ["keptn", "externalmetrics"] {
+        let targets = [
+            (
+                "deployment.yaml".to_string(),
+                load::PODINFO_DEPLOYMENT.to_string(),
+            ),
+            ("hpa.yaml".to_string(), load::PODINFO_HPA.to_string()),
+            (
+                "template.yaml".to_string(),
+                TEMPLATE.replace("type: prometheus", &format!("type: {kind}")),
+            ),
+        ];
+        let err = load("canary.yaml", &with_template_and_query(), &targets)
+            .err()
+            .expect("a refused provider type");
+        let text = err.to_string();
+        assert!(
+            text.contains("MetricTemplate not-found-percentage: spec.provider.type")
+                && text.contains(&format!("`{kind}` is not supported by Fledge"))
+                && text.contains("query the backend"),
+            "{text}"
+        );
+    }
+}
