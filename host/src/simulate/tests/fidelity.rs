@@ -303,9 +303,9 @@ fn templates_of_providers_fledge_refuses_fail_to_load_naming_the_field() {
                 TEMPLATE.replace("type: prometheus", &format!("type: {kind}")),
             ),
         ];
-        let err = load("canary.yaml", &with_template_and_query(), &targets)
-            .err()
-            .expect("a refused provider type");
+        let Err(err) = load("canary.yaml", &with_template_and_query(), &targets) else {
+            panic!("a {kind} template must not load");
+        };
         let text = err.to_string();
         assert!(
             text.contains("MetricTemplate not-found-percentage: spec.provider.type")
