@@ -243,6 +243,7 @@ impl Checker<'_> {
 mod tests {
     use super::*;
     use crate::api;
+    use crate::metrics::testserver;
 
     fn guide() -> Rollout {
         let canary: api::Canary =
@@ -273,6 +274,135 @@ mod tests {
             .unwrap_err()
             .contains("not defined"));
         assert!(render("{{ namespace", &r, &m, "1m").is_err());
+    }
+
+    /// A Kubernetes API server (one reply per request, in order) and a
+    /// Checker on it; `rollout` keeps only a template metric `t` of
+    /// `templates/tmpl`.
+    fn kube(replies: Vec<testserver::Reply>) -> (testserver::Server, Client, Rollout) {
+        let api = testserver::serve(replies);
+        let mut config = kube::Config::new(api.url.parse().unwrap());
+        config.default_namespace = "test".into();
+        let client = Client::try_from(config).unwrap();
+        let mut r = guide();
+        let mut m = r.metrics[0].clone();
+        m.name = "t".into();
+        m.min = None;
+        m.max = Some(50.0);
+        m.source = MetricSource::Template {
+            name: "tmpl".into(),
+            namespace: "templates".into(),
+        };
+        r.metrics = vec![m];
+        (api, client, r)
+    }
+
+    fn template_json(provider: serde_json::Value) -> String {
+        serde_json::json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+            "metadata": {"name": "tmpl", "namespace": "templates"},
+            "spec": {"provider": provider, "query": "sum:errors{ns:{{ namespace }}}"},
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_template_queries_its_provider_with_the_secret_of_its_namespace() {
+        let datadog = testserver::serve(vec![testserver::json(
+            200,
+            r#"{"series":[{"pointlist":[[1,12.5]]}]}"#,
+        )]);
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "dd", "namespace": "templates"},
+            // "k1", "k2"
+            "data": {"datadog_api_key": "azE=", "datadog_application_key": "azI="},
+        });
+        let (api, client, r) = kube(vec![
+            testserver::json(
+                200,
+                &template_json(serde_json::json!({
+                    "type": "datadog", "address": datadog.url, "secretRef": {"name": "dd"}})),
+            ),
+            testserver::json(200, &secret.to_string()),
+        ]);
+        let http = testserver::clients();
+        let checker = Checker {
+            client: &client,
+            http: &http,
+            default_server: "http://prometheus.invalid:9090",
+        };
+        let (results, timings) = checker.check_all_timed(&r).await;
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].value, fledge_policy::MetricValue::Value(12.5));
+        assert_eq!(timings.len(), 1);
+        assert_eq!(
+            (timings[0].metric.as_str(), timings[0].provider),
+            ("t", "datadog")
+        );
+        assert!(timings[0].took > Duration::ZERO);
+        let seen = api.requests();
+        assert_eq!(
+            seen.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            [
+                "/apis/flagger.app/v1beta1/namespaces/templates/metrictemplates/tmpl",
+                "/api/v1/namespaces/templates/secrets/dd",
+            ]
+        );
+        let asked = datadog.requests();
+        assert_eq!(asked[0].header("dd-api-key"), Some("k1"));
+        assert!(
+            asked[0]
+                .query()
+                .contains(&("query".into(), "sum:errors{ns:test}".into())),
+            "{:?}",
+            asked[0].query()
+        );
+    }
+
+    #[tokio::test]
+    async fn template_set_up_failures_read_as_flaggers_events_and_send_no_query() {
+        let not_found = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"secrets \"dd\" not found","reason":"NotFound","code":404}"#;
+        let (api, client, r) = kube(vec![
+            testserver::json(
+                200,
+                &template_json(serde_json::json!({"type": "datadog", "secretRef": {"name": "dd"}})),
+            ),
+            testserver::json(404, not_found),
+            testserver::json(200, &template_json(serde_json::json!({"type": "keptn"}))),
+            testserver::json(200, &template_json(serde_json::json!({"type": "datadog"}))),
+        ]);
+        let http = testserver::clients();
+        let checker = Checker {
+            client: &client,
+            http: &http,
+            default_server: "http://prometheus.invalid:9090",
+        };
+        let error = |results: &[MetricResult]| match &results[0].value {
+            fledge_policy::MetricValue::Error(e) => e.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (results, timings) = checker.check_all_timed(&r).await;
+        let e = error(&results);
+        assert!(
+            e.starts_with("Metric template tmpl.templates secret dd error: "),
+            "{e}"
+        );
+        assert!(e.contains("not found"), "{e}");
+        assert!(timings.is_empty());
+        let (results, _) = checker.check_all_timed(&r).await;
+        let e = error(&results);
+        assert!(
+            e.starts_with("Metric template tmpl.templates provider keptn error: spec.provider.type: `keptn` is not supported by Fledge"),
+            "{e}"
+        );
+        let (results, timings) = checker.check_all_timed(&r).await;
+        assert_eq!(
+            error(&results),
+            "Metric template tmpl.templates provider datadog error: datadog credentials does not contain datadog_api_key"
+        );
+        assert!(timings.is_empty());
+        assert_eq!(api.requests().len(), 4);
     }
 
     #[test]
