@@ -65,3 +65,9 @@ pub fn secret_text(secret: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<Stri
             .to_string()
     })
 }
+
+pub mod aws;
+pub mod cloudwatch;
+pub mod env;
+#[cfg(test)]
+mod local_http;
