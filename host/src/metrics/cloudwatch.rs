@@ -335,3 +335,309 @@ fn clip(text: &str) -> String {
         None => t.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MetricProvider;
+    use crate::metrics::env::Env;
+    use crate::metrics::local_http::{clients, Seen, Server};
+    use ring::hmac;
+    use std::collections::BTreeMap;
+    use std::time::UNIX_EPOCH;
+
+    /// 2015-08-30T12:36:00Z.
+    const NOW: i64 = 1_440_938_160;
+
+    /// Flagger's documented query, with the member names in the mixed case
+    /// Go's decoder accepts and a member CloudWatch does not know.
+    const QUERY: &str = r#"[
+        {"Id": "e1", "Expression": "m1 / m2", "Label": "ErrorRate"},
+        {"id": "m1", "metricStat": {"metric": {"namespace": "MyKubernetesCluster",
+            "metricName": "ErrorCount", "dimensions": [{"name": "appName", "value": "podinfo.test"}]},
+            "period": 60, "stat": "Sum", "unit": "Count"}, "returnData": false, "comment": "dropped"},
+        {"Id": "m2", "MetricStat": {"Metric": {"Namespace": "MyKubernetesCluster",
+            "MetricName": "RequestCount", "Dimensions": [{"Name": "appName", "Value": "podinfo.test"}]},
+            "Period": 60, "Stat": "Sum", "Unit": "Count"}, "ReturnData": false}
+    ]"#;
+
+    fn spec(v: serde_json::Value) -> MetricProvider {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn provider(spec: &MetricProvider, env: Env) -> Result<CloudWatch, String> {
+        let secret = BTreeMap::new();
+        CloudWatch::new(
+            &Source {
+                spec,
+                secret: &secret,
+                interval: Duration::from_secs(60),
+                default_address: "http://prometheus:9090",
+            },
+            Arc::new(Chain::new(env)),
+        )
+    }
+
+    fn env(endpoint: &str) -> Env {
+        Env::from_pairs([
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            ),
+            ("AWS_SESSION_TOKEN", "session-token"),
+            ("AWS_ENDPOINT_URL_CLOUDWATCH", endpoint),
+        ])
+    }
+
+    async fn ask(cw: &CloudWatch, query: &str) -> Answer {
+        let http = clients();
+        let call = Call {
+            http: &http,
+            now: UNIX_EPOCH + Duration::from_secs(NOW as u64),
+        };
+        cw.query(&call, query).await
+    }
+
+    /// Checks the signature as CloudWatch would: from the request as it
+    /// arrived, over the headers it says it signed.
+    fn verify_signature(req: &Seen, secret: &str) {
+        let auth = req.header("authorization").expect("signed");
+        let rest = auth.strip_prefix("AWS4-HMAC-SHA256 Credential=").unwrap();
+        let (credential, rest) = rest.split_once(", SignedHeaders=").unwrap();
+        let (signed, signature) = rest.split_once(", Signature=").unwrap();
+        let scope = credential.split_once('/').unwrap().1;
+        let parts: Vec<&str> = scope.split('/').collect();
+        let headers: Vec<(String, String)> = signed
+            .split(';')
+            .map(|h| (h.to_string(), req.header(h).unwrap().to_string()))
+            .collect();
+        let url = reqwest::Url::parse(&format!(
+            "http://{}{}",
+            req.header("host").unwrap(),
+            req.target
+        ))
+        .unwrap();
+        let (creq, _) = aws::canonical_request(&req.method, &url, &headers, req.body.as_bytes());
+        let sts = aws::string_to_sign(req.header("x-amz-date").unwrap(), scope, &creq);
+        let key = hmac::Key::new(
+            hmac::HMAC_SHA256,
+            &aws::signing_key(secret, parts[0], parts[1], parts[2]),
+        );
+        assert_eq!(
+            signature,
+            hex::encode(hmac::sign(&key, sts.as_bytes()).as_ref()),
+            "signature over {creq}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_value_is_the_first_value_of_the_first_result_of_a_signed_request() {
+        let server = Server::start(|_| {
+            (
+                200,
+                r#"{"MetricDataResults":[
+                    {"Id":"e1","Label":"ErrorRate","StatusCode":"Complete","Timestamps":[1440938100,1440938040],"Values":[0.25,0.5]},
+                    {"Id":"e2","Label":"Other","StatusCode":"Complete","Timestamps":[1440938100],"Values":[9]}
+                ],"Messages":[]}"#
+                    .into(),
+            )
+        });
+        let cw = provider(
+            &spec(serde_json::json!({"type": "cloudwatch", "region": "ap-northeast-1"})),
+            env(&server.base),
+        )
+        .unwrap();
+        assert_eq!(ask(&cw, QUERY).await, Answer::Value(0.25));
+
+        let seen = server.seen();
+        assert_eq!(seen.len(), 1);
+        let req = &seen[0];
+        assert_eq!((req.method.as_str(), req.target.as_str()), ("POST", "/"));
+        assert_eq!(
+            req.header("content-type"),
+            Some("application/x-amz-json-1.0")
+        );
+        assert_eq!(
+            req.header("x-amz-target"),
+            Some("GraniteServiceVersion20100801.GetMetricData")
+        );
+        assert_eq!(req.header("x-amz-date"), Some("20150830T123600Z"));
+        assert_eq!(req.header("x-amz-security-token"), Some("session-token"));
+        let auth = req.header("authorization").unwrap();
+        assert!(
+            auth.starts_with(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/ap-northeast-1/monitoring/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, Signature="
+            ),
+            "{auth}"
+        );
+        verify_signature(req, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+
+        let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+        let dims = serde_json::json!([{"Name": "appName", "Value": "podinfo.test"}]);
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "MetricDataQueries": [
+                    {"Id": "e1", "Expression": "m1 / m2", "Label": "ErrorRate"},
+                    {"Id": "m1", "MetricStat": {"Metric": {"Namespace": "MyKubernetesCluster",
+                        "MetricName": "ErrorCount", "Dimensions": dims},
+                        "Period": 60, "Stat": "Sum", "Unit": "Count"}, "ReturnData": false},
+                    {"Id": "m2", "MetricStat": {"Metric": {"Namespace": "MyKubernetesCluster",
+                        "MetricName": "RequestCount", "Dimensions": dims},
+                        "Period": 60, "Stat": "Sum", "Unit": "Count"}, "ReturnData": false}
+                ],
+                // Ten intervals of 1m before the call.
+                "StartTime": NOW - 600,
+                "EndTime": NOW,
+                "MaxDatapoints": 20
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn no_result_or_no_value_is_no_values() {
+        for answer in [
+            r#"{"MetricDataResults":[],"Messages":[]}"#,
+            r#"{"MetricDataResults":[{"Id":"e1","Label":"ErrorRate","StatusCode":"Complete","Timestamps":[],"Values":[]}],"Messages":[]}"#,
+            r#"{"Messages":[]}"#,
+        ] {
+            let server = Server::start(move |_| (200, answer.into()));
+            let cw = provider(
+                &spec(serde_json::json!({"type": "cloudwatch", "region": "us-east-1"})),
+                env(&server.base),
+            )
+            .unwrap();
+            assert_eq!(ask(&cw, QUERY).await, Answer::NoValues, "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_fails_with_the_services_code_and_message() {
+        let server = Server::start(|_| {
+            (
+                400,
+                r#"{"__type":"com.amazonaws.cloudwatch#InvalidParameterValueException","message":"The value m3 for parameter MetricDataQueries is not valid."}"#
+                    .into(),
+            )
+        });
+        let cw = provider(
+            &spec(serde_json::json!({"type": "cloudwatch", "region": "us-east-1"})),
+            env(&server.base),
+        )
+        .unwrap();
+        assert_eq!(
+            ask(&cw, QUERY).await,
+            Answer::Failed(
+                "error requesting cloudwatch: InvalidParameterValueException: The value m3 for \
+                 parameter MetricDataQueries is not valid. (HTTP 400)"
+                    .into()
+            )
+        );
+
+        let denied = Server::start(|_| {
+            (
+                403,
+                r#"{"__type":"AccessDeniedException","Message":"User: arn:aws:sts::123456789012:assumed-role/flagger is not authorized to perform: cloudwatch:GetMetricData"}"#
+                    .into(),
+            )
+        });
+        let cw = provider(
+            &spec(serde_json::json!({"type": "cloudwatch", "region": "us-east-1"})),
+            env(&denied.base),
+        )
+        .unwrap();
+        match ask(&cw, QUERY).await {
+            Answer::Failed(m) => assert!(
+                m.contains("AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/flagger is not authorized")
+                    && m.contains("(HTTP 403)"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_query_that_is_not_an_array_of_queries_fails_without_a_request() {
+        let server = Server::start(|_| (200, "{}".into()));
+        let cw = provider(
+            &spec(serde_json::json!({"type": "cloudwatch", "region": "us-east-1"})),
+            env(&server.base),
+        )
+        .unwrap();
+        for bad in [
+            "{\"Id\": \"e1\"}",
+            "[1]",
+            "not json",
+            r#"[{"Id":"m1","MetricStat":{"Metric":{"Dimensions":{"Name":"a"}}}}]"#,
+        ] {
+            match ask(&cw, bad).await {
+                Answer::Failed(m) => assert!(m.starts_with("error unmarshaling query: "), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(server.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_credentials_fail_the_query_and_say_how_to_give_them() {
+        let server = Server::start(|_| (200, "{}".into()));
+        let env = Env::from_pairs([
+            ("AWS_ENDPOINT_URL", server.base.as_str()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]);
+        let cw = provider(
+            &spec(serde_json::json!({"type": "cloudwatch", "region": "us-east-1"})),
+            env,
+        )
+        .unwrap();
+        match ask(&cw, QUERY).await {
+            Answer::Failed(m) => assert!(
+                m.contains("no AWS credentials: set AWS_ACCESS_KEY_ID"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(server.seen().is_empty());
+    }
+
+    #[test]
+    fn the_region_is_required_and_picks_the_endpoint() {
+        let e = provider(
+            &spec(serde_json::json!({"type": "cloudwatch"})),
+            Env::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("spec.provider.region is required for cloudwatch"),
+            "{e}"
+        );
+        let cw = provider(
+            &spec(serde_json::json!({"type": "cloudwatch", "region": "eu-west-1"})),
+            Env::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            cw.url.as_str(),
+            "https://monitoring.eu-west-1.amazonaws.com/"
+        );
+        assert_eq!(cw.window, Duration::from_secs(600));
+        // The template's address wins over the environment's override.
+        let cw = provider(
+            &spec(serde_json::json!({"type": "cloudwatch", "region": "eu-west-1", "address": "https://vpce-1.monitoring.eu-west-1.vpce.amazonaws.com"})),
+            env("http://127.0.0.1:4566"),
+        )
+        .unwrap();
+        assert_eq!(
+            cw.url.as_str(),
+            "https://vpce-1.monitoring.eu-west-1.vpce.amazonaws.com/"
+        );
+        let e = provider(
+            &spec(serde_json::json!({"type": "cloudwatch", "region": "eu-west-1", "address": "monitoring"})),
+            Env::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("spec.provider.address"), "{e}");
+    }
+}
