@@ -69,5 +69,7 @@ pub fn secret_text(secret: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<Stri
 pub mod aws;
 pub mod cloudwatch;
 pub mod env;
+pub mod gcp;
 #[cfg(test)]
 mod local_http;
+pub mod stackdriver;
