@@ -33,7 +33,7 @@ enum Kind {
     ServiceAccount {
         email: String,
         key_id: Option<String>,
-        key: RsaKeyPair,
+        key: Box<RsaKeyPair>,
         token_uri: String,
     },
     AuthorizedUser {
@@ -101,7 +101,7 @@ impl Tokens {
                 Ok(Tokens::new(Kind::ServiceAccount {
                     email: need(f.client_email, "client_email")?,
                     key_id: f.private_key_id.filter(|k| !k.is_empty()),
-                    key,
+                    key: Box::new(key),
                     token_uri,
                 }))
             }
