@@ -66,13 +66,20 @@ pub fn secret_text(secret: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<Stri
     })
 }
 
+pub mod aws;
+pub mod cloudwatch;
 pub mod datadog;
 pub mod dynatrace;
+pub mod env;
+pub mod gcp;
 pub mod graphite;
 pub mod influxdb;
+#[cfg(test)]
+mod local_http;
 pub mod newrelic;
 pub mod prometheus;
 pub mod splunk;
+pub mod stackdriver;
 #[cfg(test)]
 pub(crate) mod testserver;
 
@@ -113,11 +120,8 @@ pub fn build(source: &Source) -> Result<Box<dyn Provider>, String> {
         "influxdb" => influxdb::build(source),
         "dynatrace" => dynatrace::build(source),
         "splunk" => splunk::build(source),
-        // `cloudwatch::build(source)` and `stackdriver::build(source)` plug in
-        // here, with the same signature as the constructors above.
-        "cloudwatch" | "stackdriver" => Err(format!(
-            "spec.provider.type: `{kind}` is not supported by this build"
-        )),
+        "cloudwatch" => cloudwatch::build(source),
+        "stackdriver" => stackdriver::build(source),
         "" => Err(
             "spec.provider.type is missing; set it to the metrics backend, e.g. prometheus".into(),
         ),
@@ -259,12 +263,31 @@ mod tests {
                 "{err}"
             );
         }
-        for kind in ["cloudwatch", "stackdriver"] {
-            let err = kind_of(serde_json::json!({"type": kind}), &[])
-                .err()
-                .unwrap();
-            assert!(err.contains("not supported by this build"), "{err}");
-        }
+        // The cloud providers' own build errors name what they lack.
+        assert_eq!(
+            kind_of(
+                serde_json::json!({"type": "cloudwatch", "region": "eu-west-1"}),
+                &[]
+            )
+            .unwrap(),
+            "cloudwatch"
+        );
+        let err = kind_of(serde_json::json!({"type": "cloudwatch"}), &[])
+            .err()
+            .unwrap();
+        assert!(err.contains("spec.provider.region"), "{err}");
+        assert_eq!(
+            kind_of(
+                serde_json::json!({"type": "stackdriver", "secretRef": {"name": "gcm"}}),
+                &[("project", "my-project")]
+            )
+            .unwrap(),
+            "stackdriver"
+        );
+        let err = kind_of(serde_json::json!({"type": "stackdriver"}), &[])
+            .err()
+            .unwrap();
+        assert!(err.contains("spec.provider.secretRef"), "{err}");
         let err = kind_of(serde_json::json!({"type": "graphit"}), &[])
             .err()
             .unwrap();
