@@ -689,7 +689,7 @@ pub fn xml_text(doc: &str, tag: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::local_http::Server;
+    use crate::metrics::testserver::Answering as Server;
 
     // The credentials and time of AWS's published Signature Version 4
     // examples (the test suite and the IAM `ListUsers` walk-through).
@@ -882,7 +882,7 @@ mod tests {
     }
 
     fn client() -> reqwest::Client {
-        crate::metrics::local_http::clients().verify
+        crate::metrics::testserver::clients().verify
     }
 
     /// STS's documented `AssumeRoleWithWebIdentity` answer.

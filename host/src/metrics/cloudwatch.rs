@@ -341,7 +341,7 @@ mod tests {
     use super::*;
     use crate::api::MetricProvider;
     use crate::metrics::env::Env;
-    use crate::metrics::local_http::{clients, Seen, Server};
+    use crate::metrics::testserver::{clients, Answering as Server, Request as Seen};
     use ring::hmac;
     use std::collections::BTreeMap;
     use std::time::UNIX_EPOCH;

@@ -368,7 +368,7 @@ pub fn shared_key(json: &[u8], what: &str) -> Result<Arc<Tokens>, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::metrics::local_http::{clients, Server};
+    use crate::metrics::testserver::{clients, Answering as Server};
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use ring::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 

@@ -74,8 +74,6 @@ pub mod env;
 pub mod gcp;
 pub mod graphite;
 pub mod influxdb;
-#[cfg(test)]
-mod local_http;
 pub mod newrelic;
 pub mod prometheus;
 pub mod splunk;

@@ -248,7 +248,7 @@ mod tests {
     use crate::api::MetricProvider;
     use crate::metrics::env::Env;
     use crate::metrics::gcp::tests::{at, key_json, NOW};
-    use crate::metrics::local_http::{clients, Server};
+    use crate::metrics::testserver::{clients, Answering as Server};
     use std::collections::BTreeMap;
 
     /// Flagger's documented query.

@@ -1,11 +1,13 @@
-//! A local HTTP server for the providers' tests: it answers one connection
-//! per scripted reply, in order, and records each request exactly as it
+//! Local HTTP servers for the providers' tests: [`serve`] answers one
+//! connection per scripted reply, in order; [`Answering`] answers each
+//! request from a function of it. Both record each request exactly as it
 //! arrived.
 use super::{Clients, Source};
 use crate::api::MetricProvider;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +34,8 @@ pub fn json(status: u16, body: &str) -> Reply {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub method: String,
+    /// Path and query, as on the request line.
+    pub target: String,
     pub path: String,
     /// The query string as sent, undecoded.
     pub raw_query: String,
@@ -88,59 +92,113 @@ pub fn serve(replies: Vec<Reply>) -> Server {
     let handle = std::thread::spawn(move || {
         let mut seen = Vec::new();
         for reply in replies {
-            let (stream, _) = listener.accept().unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let mut parts = line.trim_end().splitn(3, ' ');
-            let method = parts.next().unwrap_or_default().to_string();
-            let target = parts.next().unwrap_or_default().to_string();
-            let mut headers = Vec::new();
-            loop {
-                let mut h = String::new();
-                reader.read_line(&mut h).unwrap();
-                let h = h.trim_end();
-                if h.is_empty() {
-                    break;
-                }
-                let (k, v) = h.split_once(':').unwrap();
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k == "content-length")
-                .map(|(_, v)| v.parse().unwrap())
-                .unwrap_or(0);
-            let mut body = vec![0u8; len];
-            reader.read_exact(&mut body).unwrap();
-            let (path, raw_query) = match target.split_once('?') {
-                Some((p, q)) => (p.to_string(), q.to_string()),
-                None => (target.clone(), String::new()),
-            };
-            seen.push(Request {
-                method,
-                path,
-                raw_query,
-                headers,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-            let mut stream = reader.into_inner();
-            let resp = format!(
-                "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                reply.status,
-                reply.content_type,
-                reply.body.len(),
-                reply.body
-            );
-            stream.write_all(resp.as_bytes()).unwrap();
-            let _ = stream.flush();
+            let (mut stream, _) = listener.accept().unwrap();
+            let req = read_request(&mut stream).expect("a whole request");
+            seen.push(req);
+            write_reply(&mut stream, &reply);
         }
         seen
     });
     Server { url, handle }
+}
+
+/// A server that answers every request from a function of it, for tests
+/// whose requests go to several paths (token endpoints, then the API).
+pub struct Answering {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    seen: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Answering {
+    /// Answers each request with `(status, body)`; JSON, XML or text by the
+    /// body's first character. Runs until the test process ends.
+    pub fn start<F>(answer: F) -> Answering
+    where
+        F: Fn(&Request) -> (u16, String) + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Some(req) = read_request(&mut stream) else {
+                    continue;
+                };
+                record.lock().unwrap().push(req.clone());
+                let (status, body) = answer(&req);
+                let content_type = match body.trim_start().chars().next() {
+                    Some('{') | Some('[') => "application/json",
+                    Some('<') => "text/xml",
+                    _ => "text/plain",
+                };
+                write_reply(&mut stream, &reply(status, content_type, &body));
+            }
+        });
+        Answering { base, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Reads one request (head and `content-length` body); `None` when the
+/// client went away first.
+fn read_request(stream: &mut TcpStream) -> Option<Request> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.trim_end().splitn(3, ' ');
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).ok()?;
+    let (path, raw_query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (target.clone(), String::new()),
+    };
+    Some(Request {
+        method,
+        target,
+        path,
+        raw_query,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn write_reply(stream: &mut TcpStream, reply: &Reply) {
+    let resp = format!(
+        "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+        reply.status,
+        reply.content_type,
+        reply.body.len(),
+        reply.body
+    );
+    let _ = stream.write_all(resp.as_bytes());
+    let _ = stream.flush();
 }
 
 /// A template's provider and Secret, owned, to lend as a [`Source`].
