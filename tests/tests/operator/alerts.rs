@@ -334,9 +334,10 @@ async fn operator_sends_alerts_to_providers_by_severity_and_to_the_global_notifi
     else {
         return Ok(());
     };
-    let started = Instant::now();
     let client = cluster.client().await?;
     install_fledge_crds(cluster, &client).await?;
+    // After the build of the binary (in install_fledge_crds).
+    let started = Instant::now();
     super::super::configure_sim(cluster, |config| {
         config.backends.insert(
             "al-rollback/podinfo-canary".into(),
@@ -356,7 +357,7 @@ async fn operator_sends_alerts_to_providers_by_severity_and_to_the_global_notifi
     let rollback = rollback.context("al-rollback")?;
     println!(
         "image change to Succeeded: {promote:.1}s with a dead provider, {global:.1}s without; \
-         to Failed: {rollback:.1}s; whole test {:.1}s",
+         to Failed: {rollback:.1}s; all three namespaces {:.1}s",
         started.elapsed().as_secs_f64()
     );
     // Three alerts to a receiver that never answers cost the rollout nothing: not even one
