@@ -7,11 +7,13 @@
 //! - [`simulate`]: the in-memory shell around the core, with a virtual clock.
 //! - [`metrics`]: metric providers of MetricTemplates, one trait.
 //! - [`operator`]: the Kubernetes shell around the core (`fledge operator`).
+//! - [`notify`]: alerts to Slack, Teams, Discord, Rocket.Chat and Google Chat.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod core;
 pub mod metrics;
+pub mod notify;
 pub mod operator;
 pub mod policy;
 pub mod simulate;

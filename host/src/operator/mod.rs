@@ -40,7 +40,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// Global notifier settings (`--slack-url`, ...): they receive the alerts of
-/// every Canary without `analysis.alerts`. Delivery comes with the notifiers.
+/// every Canary without `analysis.alerts` ([`crate::notify`]).
 #[derive(Debug, Clone, Default)]
 pub struct Notifiers {
     pub slack_url: Option<String>,
@@ -91,6 +91,8 @@ pub struct Context {
     pub recorder: events::Recorder,
     pub routers: Vec<Box<dyn router::Router>>,
     pub http: webhooks::Clients,
+    /// Alerts of carried-out steps, sent in the background.
+    pub alerts: crate::notify::Alerts,
     pub judge: Policy,
     /// The last status written per Canary uid, which wins over a cache that
     /// has not seen the write yet.
@@ -182,6 +184,7 @@ async fn await_mesh_kinds(client: &Client, routers: &[Box<dyn router::Router>], 
 /// Runs the operator until SIGTERM/SIGINT (exit 0) or lost leadership (error).
 pub async fn run(config: Config) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let global_notifier = crate::notify::alerts::global(&config.notifiers)?;
     let client = client(&config).await?;
     let health = Arc::new(Health::default());
     health.not_ready("starting");
@@ -259,8 +262,17 @@ pub async fn run(config: Config) -> Result<()> {
     };
     health.leader.store(true, Ordering::SeqCst);
 
+    let recorder = events::Recorder::new(client.clone(), config.identity.clone());
+    let alerts = crate::notify::Alerts::start(
+        client.clone(),
+        recorder.clone(),
+        global_notifier,
+        config.notifiers.cluster_name.clone(),
+        crate::notify::delivery::Delivery::new(Default::default()),
+    );
     let ctx = Arc::new(Context {
-        recorder: events::Recorder::new(client.clone(), config.identity.clone()),
+        recorder,
+        alerts,
         client: client.clone(),
         http: webhooks::Clients::new()?,
         judge,

@@ -420,7 +420,7 @@ impl Doing<'_> {
         again: bool,
     ) -> anyhow::Result<()> {
         let mut said = Vec::new();
-        for action in &pending.actions {
+        for (index, action) in pending.actions.iter().enumerate() {
             let op = match action.op() {
                 Ok(op) => op,
                 Err(e) => {
@@ -444,11 +444,11 @@ impl Doing<'_> {
                     tracing::warn!(canary = %self.obj.id(), namespace = self.obj.namespace(), "not promoting: the target is no longer the revision the step analysed");
                 }
                 Op::PromoteToPrimary => self.workload.promote(self.observed).await?,
-                Op::Event(_) | Op::Alert(_) => said.push(op),
+                Op::Event(_) | Op::Alert(_) => said.push((index, op)),
             }
         }
         let phase = status.phase();
-        for op in said {
+        for (index, op) in said {
             match op {
                 Op::Event(e) => {
                     match self.ctx.recorder.deliver(self.obj, e, again).await {
@@ -464,9 +464,13 @@ impl Doing<'_> {
                         .await;
                 }
                 Op::Alert(a) => {
-                    // Delivery to alert providers comes with the notifiers
-                    // (and must then be made idempotent per step as Events are).
-                    tracing::debug!(canary = %self.obj.id(), namespace = self.obj.namespace(), severity = ?a.severity, muted = a.muted, "alert: {}", a.message);
+                    // Queued, never awaited. Once per step and process; a
+                    // step finished again after a restart sends its alerts
+                    // again (at-least-once, see notify::alerts).
+                    tracing::debug!(canary = %self.obj.id(), namespace = self.obj.namespace(), severity = ?a.severity, muted = a.muted, again, "alert: {}", a.message);
+                    self.ctx
+                        .alerts
+                        .post(self.obj, self.rollout, &pending.step, index, a);
                 }
                 _ => {}
             }

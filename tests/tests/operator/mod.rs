@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use super::{apply, manifest, ssa, wait_for, world};
 
+mod alerts;
 mod crash;
 mod crds;
 mod tracking;
