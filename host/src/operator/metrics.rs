@@ -199,6 +199,7 @@ pub struct Checker<'a> {
     pub http: &'a Clients,
     /// `spec.metricsServer`, else `--metrics-server`.
     pub default_server: &'a str,
+    pub telemetry: &'a super::telemetry::Telemetry,
 }
 
 impl Checker<'_> {
@@ -240,7 +241,13 @@ impl Checker<'_> {
                 }
             }
         };
-        match query(self.http, &ep, &q).await {
+        // Every query here goes to Prometheus: builtin, inline, and templates
+        // (whose provider type is `prometheus`, checked above).
+        let started = std::time::Instant::now();
+        let answer = query(self.http, &ep, &q).await;
+        self.telemetry
+            .observe_query("prometheus", started.elapsed());
+        match answer {
             Answer::Value(v) => QueryOutcome::Value(v),
             Answer::NoValues => QueryOutcome::NoValues("no values found".into()),
             Answer::Failed(e) => QueryOutcome::Failed(e),
