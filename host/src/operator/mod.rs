@@ -192,6 +192,7 @@ pub async fn run(config: Config) -> Result<()> {
     })
     .context("starting the policy runtime")?;
     let judge = runtime.builtin().context("loading the built-in policy")?;
+    telemetry.known_policy(&judge);
     let routers: Vec<Box<dyn router::Router>> =
         vec![Box::new(router::appmesh::AppMesh::new(client.clone()))];
 

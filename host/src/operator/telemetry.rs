@@ -250,7 +250,33 @@ impl Telemetry {
             "Reconciles that failed and were requeued",
             t.reconcile_errors.clone(),
         );
+        // Known label values start at zero, so `rate` and `increase` see the
+        // first query or error instead of a series that appears already counted.
+        t.query_seconds.get_or_create(&ProviderLabels {
+            provider: "prometheus".into(),
+        });
+        for kind in ERROR_KINDS {
+            t.policy_errors.get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+            });
+        }
         Telemetry { registry, ..t }
+    }
+
+    /// Starts the decision series of `policy` at zero (see [`Telemetry::new`]).
+    pub fn known_policy(&self, policy: &Policy) {
+        let labels = PolicyLabels {
+            policy: BUILTIN_POLICY.to_string(),
+            digest: policy.digest().to_string(),
+        };
+        self.decision_seconds.get_or_create(&labels);
+        for decision in DECISIONS {
+            self.decisions.get_or_create(&DecisionLabels {
+                policy: labels.policy.clone(),
+                digest: labels.digest.clone(),
+                decision: decision.to_string(),
+            });
+        }
     }
 
     /// `flagger_canary_total` counts the Canaries in this cache at each scrape.
@@ -423,6 +449,20 @@ fn strategy(s: Strategy) -> &'static str {
         Strategy::AbTesting => "ab-testing",
     }
 }
+
+const DECISIONS: [&str; 5] = ["advance", "hold", "promote", "rollback", "wait"];
+
+const ERROR_KINDS: [&str; 9] = [
+    "deadline",
+    "memory",
+    "fuel",
+    "input_too_large",
+    "trap",
+    "invalid_decision",
+    "instantiate",
+    "setup",
+    "load",
+];
 
 /// The decision's case in the WIT contract.
 pub fn decision(d: &Decision) -> &'static str {
@@ -636,9 +676,17 @@ mod tests {
         assert!(!text.contains("_total_total") && !text.contains("_info_info"));
         assert!(text.ends_with("# EOF\n"), "{text}");
 
-        t.observe_query("prometheus", Duration::from_millis(3));
         let text = t.encode();
         assert!(text.contains("# TYPE fledge_metric_query_seconds histogram\n"));
+        assert_eq!(
+            sample(
+                &text,
+                "fledge_metric_query_seconds_count{provider=\"prometheus\"}"
+            ),
+            Some(0.0)
+        );
+        t.observe_query("prometheus", Duration::from_millis(3));
+        let text = t.encode();
         assert_eq!(
             sample(
                 &text,
@@ -653,6 +701,17 @@ mod tests {
         let runtime = PolicyRuntime::new(RuntimeConfig::default()).unwrap();
         let builtin = runtime.builtin().unwrap();
         let t = Telemetry::new("1.2.3", "appmesh");
+        t.known_policy(&builtin);
+        let zero = t.encode();
+        let digest = builtin.digest();
+        for d in DECISIONS {
+            let series = format!("fledge_policy_decisions_total{{policy=\"builtin\",digest=\"{digest}\",decision=\"{d}\"}}");
+            assert_eq!(sample(&zero, &series), Some(0.0), "{series} in\n{zero}");
+        }
+        assert_eq!(
+            sample(&zero, "fledge_policy_errors_total{kind=\"trap\"}"),
+            Some(0.0)
+        );
         let promoted = simulate(&t.judge(&builtin), PROMOTE);
         assert_eq!(promoted.phase, Phase::Succeeded);
         let after_promotion = t.encode();
@@ -666,7 +725,6 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
 
-        let digest = builtin.digest();
         let count = |text: &str, decision: &str| {
             sample(
                 text,
@@ -689,10 +747,7 @@ mod tests {
             count(&text, "hold") - count(&after_promotion, "hold"),
             holds
         );
-        let decided: f64 = ["advance", "hold", "promote", "rollback", "wait"]
-            .iter()
-            .map(|d| count(&text, d))
-            .sum();
+        let decided: f64 = DECISIONS.iter().map(|d| count(&text, d)).sum();
         let timed = sample(
             &text,
             &format!(
