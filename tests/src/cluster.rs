@@ -410,7 +410,10 @@ impl Cluster {
         if let (Some(prom), Some(addr)) = (&prometheus_bin, cluster.prometheus) {
             let config = dir.join("prometheus.yml");
             fs::create_dir_all(dir.join(SCRAPE_TARGETS))?;
-            fs::write(&config, prometheus_config(sim_port, &dir.join(SCRAPE_TARGETS)))?;
+            fs::write(
+                &config,
+                prometheus_config(sim_port, &dir.join(SCRAPE_TARGETS)),
+            )?;
             cluster.spawn(
                 "prometheus",
                 Command::new(prom).args([

@@ -252,11 +252,11 @@ impl Telemetry {
         );
         // Known label values start at zero, so `rate` and `increase` see the
         // first query or error instead of a series that appears already counted.
-        t.query_seconds.get_or_create(&ProviderLabels {
+        t.query_seconds.get_or_create_owned(&ProviderLabels {
             provider: "prometheus".into(),
         });
         for kind in ERROR_KINDS {
-            t.policy_errors.get_or_create(&ErrorLabels {
+            t.policy_errors.get_or_create_owned(&ErrorLabels {
                 kind: kind.to_string(),
             });
         }
@@ -269,9 +269,9 @@ impl Telemetry {
             policy: BUILTIN_POLICY.to_string(),
             digest: policy.digest().to_string(),
         };
-        self.decision_seconds.get_or_create(&labels);
+        self.decision_seconds.get_or_create_owned(&labels);
         for decision in DECISIONS {
-            self.decisions.get_or_create(&DecisionLabels {
+            self.decisions.get_or_create_owned(&DecisionLabels {
                 policy: labels.policy.clone(),
                 digest: labels.digest.clone(),
                 decision: decision.to_string(),
