@@ -409,7 +409,11 @@ impl Cluster {
 
         if let (Some(prom), Some(addr)) = (&prometheus_bin, cluster.prometheus) {
             let config = dir.join("prometheus.yml");
-            fs::write(&config, prometheus_config(sim_port))?;
+            fs::create_dir_all(dir.join(SCRAPE_TARGETS))?;
+            fs::write(
+                &config,
+                prometheus_config(sim_port, &dir.join(SCRAPE_TARGETS)),
+            )?;
             cluster.spawn(
                 "prometheus",
                 Command::new(prom).args([
@@ -589,6 +593,18 @@ impl Cluster {
     }
 
     /// The traffic simulator's address, when started with one.
+    /// Makes Prometheus scrape `GET http://{addr}/metrics` every second (job `fledge`, label
+    /// `target="{name}"`), from its next file_sd refresh (at most a second) on.
+    pub fn add_scrape_target(&self, name: &str, addr: SocketAddr) -> Result<()> {
+        let dir = self.dir.join(SCRAPE_TARGETS);
+        let body = serde_json::json!([{"targets": [addr.to_string()], "labels": {"target": name}}]);
+        // Written whole, then renamed: Prometheus never reads half a file.
+        let tmp = dir.join(format!(".{name}.json.tmp"));
+        fs::write(&tmp, body.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, dir.join(format!("{name}.json")))
+            .with_context(|| format!("adding scrape target {name}"))
+    }
+
     pub fn simulator(&self) -> Option<SocketAddr> {
         self.simulator
     }
@@ -929,13 +945,20 @@ fn write_kubeconfig(path: &Path, server: &str, pki: &pki::Pki) -> Result<()> {
     fs::write(path, yaml).with_context(|| format!("writing {}", path.display()))
 }
 
-fn prometheus_config(sim_port: u16) -> String {
+/// Where [`Cluster::add_scrape_target`] writes its file_sd target files, in the cluster's directory.
+const SCRAPE_TARGETS: &str = "scrape-targets";
+
+fn prometheus_config(sim_port: u16, targets: &Path) -> String {
     // `honor_labels` keeps the simulator's kubernetes_namespace / kubernetes_pod_name labels,
-    // which a real setup derives from pod service discovery.
+    // which a real setup derives from pod service discovery. Job `fledge` scrapes whatever
+    // `add_scrape_target` lists (operators started by tests).
     format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n\
          - job_name: appmesh-envoy\n  honor_labels: true\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  \
-         metrics_path: /metrics\n  static_configs:\n  - targets: ['127.0.0.1:{sim_port}']\n"
+         metrics_path: /metrics\n  static_configs:\n  - targets: ['127.0.0.1:{sim_port}']\n\
+         - job_name: fledge\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  metrics_path: /metrics\n  \
+         file_sd_configs:\n  - refresh_interval: 1s\n    files: ['{}/*.json']\n",
+        targets.display()
     )
 }
 

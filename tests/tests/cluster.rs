@@ -414,6 +414,31 @@ fn configure_sim(cluster: &Cluster, edit: impl FnOnce(&mut SimConfig) -> Result<
     Ok(())
 }
 
+/// The canary's latency in `prometheus_sees_canary_success_rate`: uniform between these (ms).
+const LATENCY_MS: (f64, f64) = (5.0, 30.0);
+
+/// What Prometheus' `histogram_quantile(0.99, ...)` gives over Envoy's buckets for latencies
+/// uniform in `[min, max]` ms: the bucket the rank falls in, interpolated linearly inside it.
+fn uniform_p99_over_envoy_buckets(min: f64, max: f64) -> f64 {
+    let cdf = |le: f64| ((le - min) / (max - min)).clamp(0.0, 1.0);
+    let rank = 0.99;
+    let mut lower = (0.0, 0.0);
+    for le in fledge_e2e::mesh::LATENCY_BUCKETS_MS {
+        let upper = (le, cdf(le));
+        if upper.1 >= rank {
+            return lower.0 + (upper.0 - lower.0) * (rank - lower.1) / (upper.1 - lower.1);
+        }
+        lower = upper;
+    }
+    unreachable!("the last bucket holds every latency below {max} ms")
+}
+
+#[test]
+fn p99_of_uniform_5_to_30_ms_over_envoy_buckets() {
+    // 80 % below 25 ms, all below 50 ms: 25 + 25 * (0.99 - 0.8) / 0.2.
+    assert!((uniform_p99_over_envoy_buckets(5.0, 30.0) - 48.75).abs() < 1e-9);
+}
+
 /// (c) Prometheus, scraping the simulator behind a 90/10 router split with 5 % errors on the
 /// canary, answers Flagger's builtin success-rate query for the canary with 95 % (±1 point).
 #[tokio::test]
@@ -440,7 +465,7 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
         config.backends.insert(
             format!("{ns}/podinfo-canary"),
             serde_json::from_value(json!({"error_ratio": 0.05, "latency": [
-                {"weight": 1.0, "min_ms": 30.0, "max_ms": 45.0}
+                {"weight": 1.0, "min_ms": LATENCY_MS.0, "max_ms": LATENCY_MS.1}
             ]}))?,
         );
         Ok(())
@@ -605,12 +630,16 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
         "canary traffic share {share:.2}%"
     );
 
-    // Flagger's request-duration query reads the latency histogram: 30-45 ms puts the P99 in
-    // Envoy's 25-50 ms bucket.
+    // Flagger's request-duration query reads the latency histogram: its P99 is what
+    // histogram_quantile interpolates in Envoy's buckets for the configured distribution.
     let p99 = prometheus::query_value(prom, &duration_query(ns, "podinfo", "1m"))?
         .context("no canary request duration")?;
-    println!("canary P99 from the latency histogram: {p99:.2} ms");
-    assert!((25.0..=50.0).contains(&p99), "canary P99 {p99} ms");
+    let expected = uniform_p99_over_envoy_buckets(LATENCY_MS.0, LATENCY_MS.1);
+    println!("canary P99 from the latency histogram: {p99:.3} ms (expected {expected:.3} ms)");
+    assert!(
+        (p99 - expected).abs() <= 0.5,
+        "canary P99 {p99} ms, expected {expected} ms"
+    );
 
     // The simulator follows the router: shift to 50/50 as a rollout step would.
     let mut step = router.clone();

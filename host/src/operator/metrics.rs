@@ -89,6 +89,7 @@ pub struct Checker<'a> {
     pub http: &'a Clients,
     /// `spec.metricsServer`, else `--metrics-server`.
     pub default_server: &'a str,
+    pub telemetry: &'a super::telemetry::Telemetry,
 }
 
 /// One query that ran: which provider answered and how long it took
@@ -172,6 +173,7 @@ impl Checker<'_> {
             provider: provider.kind(),
             took: started.elapsed(),
         };
+        self.telemetry.observe_query(timing.provider, timing.took);
         let outcome = match answer {
             Answer::Value(v) => QueryOutcome::Value(v),
             Answer::NoValues => QueryOutcome::NoValues("no values found".into()),
@@ -244,6 +246,7 @@ mod tests {
     use super::*;
     use crate::api;
     use crate::metrics::testserver;
+    use crate::operator::telemetry::Telemetry;
 
     fn guide() -> Rollout {
         let canary: api::Canary =
@@ -327,10 +330,12 @@ mod tests {
             testserver::json(200, &secret.to_string()),
         ]);
         let http = testserver::clients();
+        let telemetry = Telemetry::new("test", "appmesh");
         let checker = Checker {
             client: &client,
             http: &http,
             default_server: "http://prometheus.invalid:9090",
+            telemetry: &telemetry,
         };
         let (results, timings) = checker.check_all_timed(&r).await;
         assert_eq!(results.len(), 1);
@@ -341,6 +346,12 @@ mod tests {
             ("t", "datadog")
         );
         assert!(timings[0].took > Duration::ZERO);
+        assert!(
+            telemetry
+                .encode()
+                .contains("fledge_metric_query_seconds_count{provider=\"datadog\"} 1"),
+            "the query is timed under its provider"
+        );
         let seen = api.requests();
         assert_eq!(
             seen.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
@@ -373,10 +384,12 @@ mod tests {
             testserver::json(200, &template_json(serde_json::json!({"type": "datadog"}))),
         ]);
         let http = testserver::clients();
+        let telemetry = Telemetry::new("test", "appmesh");
         let checker = Checker {
             client: &client,
             http: &http,
             default_server: "http://prometheus.invalid:9090",
+            telemetry: &telemetry,
         };
         let error = |results: &[MetricResult]| match &results[0].value {
             fledge_policy::MetricValue::Error(e) => e.clone(),

@@ -8,6 +8,7 @@
 //! - [`router`]: the mesh (App Mesh v1beta2) behind one trait.
 //! - [`metrics`], [`webhooks`]: the I/O the core asks for.
 //! - [`status`], [`events`], [`log`]: what users see.
+//! - [`telemetry`]: the operator's own metrics on `/metrics`.
 //! - [`crd`]: the CRDs `fledge crds` prints.
 pub mod crd;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod resource;
 pub mod router;
 pub mod server;
 pub mod status;
+pub mod telemetry;
 pub mod webhooks;
 pub mod workload;
 
@@ -34,7 +36,7 @@ use kube::Client;
 use resource::CanaryObject;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -76,14 +78,6 @@ pub struct Config {
 /// is finished by whoever reconciles the Canary next.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct Stats {
-    pub reconciles: AtomicU64,
-    pub steps: AtomicU64,
-    pub errors: AtomicU64,
-}
-
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -97,7 +91,8 @@ pub struct Context {
     /// The last status written per Canary uid, which wins over a cache that
     /// has not seen the write yet.
     pub memo: Mutex<HashMap<String, status::CanaryStatus>>,
-    pub stats: Stats,
+    /// What `/metrics` serves.
+    pub telemetry: Arc<telemetry::Telemetry>,
     /// Becomes true on SIGTERM or when the Lease is lost.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -120,7 +115,6 @@ impl Context {
 #[derive(Default)]
 pub struct Health {
     pub ready: AtomicBool,
-    pub leader: AtomicBool,
     pub reason: std::sync::Mutex<String>,
 }
 
@@ -188,14 +182,11 @@ pub async fn run(config: Config) -> Result<()> {
     let client = client(&config).await?;
     let health = Arc::new(Health::default());
     health.not_ready("starting");
-    let stats_ctx: Arc<std::sync::OnceLock<Arc<Context>>> = Arc::default();
-    let server = server::serve(
-        &config.listen_address,
-        health.clone(),
-        stats_ctx.clone(),
-        config.mesh_provider.clone(),
-    )
-    .await?;
+    let telemetry = Arc::new(telemetry::Telemetry::new(
+        env!("CARGO_PKG_VERSION"),
+        &config.mesh_provider,
+    ));
+    let server = server::serve(&config.listen_address, health.clone(), telemetry.clone()).await?;
     let server = tokio::spawn(server);
 
     let runtime = PolicyRuntime::new(RuntimeConfig {
@@ -204,6 +195,7 @@ pub async fn run(config: Config) -> Result<()> {
     })
     .context("starting the policy runtime")?;
     let judge = runtime.builtin().context("loading the built-in policy")?;
+    telemetry.known_policy(&judge);
     let routers: Vec<Box<dyn router::Router>> =
         vec![Box::new(router::appmesh::AppMesh::new(client.clone()))];
 
@@ -260,7 +252,7 @@ pub async fn run(config: Config) -> Result<()> {
     } else {
         None
     };
-    health.leader.store(true, Ordering::SeqCst);
+    telemetry.set_leader(true);
 
     let recorder = events::Recorder::new(client.clone(), config.identity.clone());
     let alerts = crate::notify::Alerts::start(
@@ -278,11 +270,10 @@ pub async fn run(config: Config) -> Result<()> {
         judge,
         routers,
         memo: Mutex::default(),
-        stats: Stats::default(),
+        telemetry: telemetry.clone(),
         config: config.clone(),
         stopping: stopping.clone(),
     });
-    let _ = stats_ctx.set(ctx.clone());
 
     if let Some((rx, _)) = &lease {
         let mut rx = rx.clone();
@@ -410,6 +401,7 @@ fn controller(ctx: Arc<Context>) -> Controller<CanaryObject> {
         kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
     );
     let store = c.store();
+    ctx.telemetry.count_canaries(store.clone());
     c = c
         .watches(api::<Deployment>(client, ns), wc(), {
             let store = store.clone();

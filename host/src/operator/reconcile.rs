@@ -46,16 +46,13 @@ impl From<kube::Error> for Error {
 /// What the reconcile reports back to the controller.
 pub fn error_policy(obj: Arc<CanaryObject>, err: &Error, ctx: Arc<Context>) -> Requeue {
     tracing::warn!(canary = %obj.id(), namespace = obj.namespace(), error = %err, "reconcile failed");
-    ctx.stats
-        .errors
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.telemetry.reconcile_errors.inc();
     Requeue::requeue(Duration::from_secs(10))
 }
 
 pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    ctx.stats
-        .reconciles
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.telemetry.reconciles.inc();
+    let began = std::time::Instant::now();
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let api: Api<CanaryObject> = Api::namespaced(ctx.client.clone(), obj.namespace());
     let status = CanaryStatus::newest(
@@ -146,6 +143,7 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         // A step recorded but not (known to be) finished: finish it first.
         tracing::info!(canary = %obj.id(), namespace = obj.namespace(), step = %p.step, "finishing the step recorded in the status");
         doing.finish(&mut status, true).await?;
+        ctx.telemetry.set_status(&rollout, status.phase());
         return Ok(Requeue::requeue(until_next(
             &status,
             interval,
@@ -154,6 +152,7 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     }
 
     let routes = router.get_routes(&target).await?.unwrap_or_default();
+    ctx.telemetry.set_weight(&rollout, routes);
     let primary_ready = workload.readiness(
         observed.primary.as_ref(),
         &rollout.primary(),
@@ -179,6 +178,7 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         Some(at) => now >= at || new_revision || bootstrapped,
     };
     if !due {
+        ctx.telemetry.set_status(&rollout, old.phase);
         return Ok(Requeue::requeue(until_next(&status, interval, now)));
     }
 
@@ -198,10 +198,12 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
             .as_deref()
             .filter(|s| !s.is_empty())
             .unwrap_or(&ctx.config.metrics_server),
+        telemetry: &ctx.telemetry,
     };
+    let judge = ctx.telemetry.judge(&ctx.judge);
     let decide = async {
         loop {
-            match core::step(&rollout, &old, &o, &ctx.judge) {
+            match core::step(&rollout, &old, &o, &judge) {
                 Outcome::Done(tick) => break tick,
                 Outcome::Need(request) => {
                     perform(&ctx, &rollout, &old, &checker, request, &mut o).await
@@ -235,11 +237,10 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     let patch = status::merge_patch(&status, &next);
     status::write(&api, obj.name(), &patch).await?;
     ctx.memo.lock().await.insert(uid, next.clone());
-    ctx.stats
-        .steps
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.telemetry.steps.inc();
     doing.pause().await;
     doing.finish(&mut next, false).await?;
+    record_step(&ctx, &rollout, old.phase, tick.status.phase, began);
     // The core's `requeue` is the interval: counted from the step, not from
     // the end of its actions.
     Ok(Requeue::requeue(until_next(
@@ -247,6 +248,19 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         interval,
         Timestamp::now(),
     )))
+}
+
+/// Flagger's series after a finished step: the phase as `flagger_canary_status`,
+/// a success or failure counted, and the time an analysis step took (as
+/// Flagger times it: from the reconcile's start, for steps in Progressing or
+/// WaitingPromotion that do not roll back).
+fn record_step(ctx: &Context, r: &Rollout, from: Phase, to: Phase, began: std::time::Instant) {
+    let t = &ctx.telemetry;
+    t.set_status(r, to);
+    t.count_result(r, from, to);
+    if matches!(from, Phase::Progressing | Phase::WaitingPromotion) && to != Phase::Failed {
+        t.observe_analysis(r, began.elapsed());
+    }
 }
 
 /// How long until the next step is due, counted from the last one (plus a
@@ -435,7 +449,14 @@ impl Doing<'_> {
                     self.router.reconcile(self.target).await?;
                     self.workload.ensure(self.observed).await?;
                 }
-                Op::SetRoutes(plan) => self.router.set_routes(self.target, &plan).await?,
+                Op::SetRoutes(plan) => {
+                    self.router.set_routes(self.target, &plan).await?;
+                    let routes = core::Routes {
+                        primary: plan.primary_weight,
+                        canary: plan.canary_weight,
+                    };
+                    self.ctx.telemetry.set_weight(self.rollout, routes);
+                }
                 Op::ScaleCanaryUp => self.workload.scale_up(self.observed).await?,
                 Op::ScaleCanaryToZero => self.workload.scale_target(0).await?,
                 Op::PromoteToPrimary if self.observed.revision != pending.revision => {
@@ -526,7 +547,9 @@ async fn perform(
             o.decision = Some(decision);
         }
         Request::Metrics => {
-            o.metrics = Some(checker.check_all(r).await);
+            let results = checker.check_all(r).await;
+            ctx.telemetry.set_analysis(r, &results);
+            o.metrics = Some(results);
         }
     }
 }

@@ -1,12 +1,13 @@
 //! `/healthz`, `/readyz` and `/metrics` on `--listen-address`.
-use super::{Context, Health};
+use super::telemetry::{Telemetry, CONTENT_TYPE};
+use super::Health;
 use anyhow::{Context as _, Result};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// `:8080` means every interface, as Go's listeners read it.
 pub fn socket_address(listen: &str) -> String {
@@ -20,8 +21,7 @@ pub fn socket_address(listen: &str) -> String {
 pub async fn serve(
     listen: &str,
     health: Arc<Health>,
-    ctx: Arc<OnceLock<Arc<Context>>>,
-    mesh_provider: String,
+    telemetry: Arc<Telemetry>,
 ) -> Result<impl Future<Output = ()>> {
     let addr = socket_address(listen);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -31,7 +31,7 @@ pub async fn serve(
         "serving /healthz, /readyz and /metrics on {}",
         listener.local_addr()?
     );
-    let ready = health.clone();
+    let ready = health;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -51,10 +51,8 @@ pub async fn serve(
         .route(
             "/metrics",
             get(move || {
-                let ctx = ctx.clone();
-                let health = health.clone();
-                let provider = mesh_provider.clone();
-                async move { metrics_text(ctx.get(), &health, &provider) }
+                let telemetry = telemetry.clone();
+                async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], telemetry.encode()) }
             }),
         );
     Ok(async move {
@@ -62,31 +60,4 @@ pub async fn serve(
             tracing::error!(error = %e, "the health server stopped");
         }
     })
-}
-
-fn metrics_text(ctx: Option<&Arc<Context>>, health: &Health, provider: &str) -> String {
-    let mut out = String::new();
-    out.push_str("# TYPE fledge_info gauge\n");
-    out.push_str(&format!(
-        "fledge_info{{version=\"{}\",mesh_provider=\"{provider}\"}} 1\n",
-        env!("CARGO_PKG_VERSION")
-    ));
-    out.push_str("# TYPE fledge_leader gauge\n");
-    out.push_str(&format!(
-        "fledge_leader {}\n",
-        u8::from(health.leader.load(Ordering::SeqCst))
-    ));
-    if let Some(ctx) = ctx {
-        for (name, v) in [
-            ("fledge_reconciles_total", &ctx.stats.reconciles),
-            ("fledge_analysis_steps_total", &ctx.stats.steps),
-            ("fledge_reconcile_errors_total", &ctx.stats.errors),
-        ] {
-            out.push_str(&format!(
-                "# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        }
-    }
-    out
 }

@@ -26,6 +26,7 @@ use super::{apply, manifest, ssa, wait_for, world};
 mod alerts;
 mod crash;
 mod crds;
+mod telemetry;
 mod tracking;
 
 /// The `fledge` executable, built (or found up to date) once per test process.
@@ -88,10 +89,12 @@ impl Operator {
             .join("logs")
             .join(format!("fledge-{name}.log"));
         let out = std::fs::File::create(&log)?;
+        // A test's own `--metrics-server` (one that cannot answer) wins.
+        let own_server = args.iter().any(|a| a.starts_with("--metrics-server"));
         let child = Command::new(bin)
             .arg("operator")
             .arg(format!("--kubeconfig={}", cluster.kubeconfig().display()))
-            .arg(format!("--metrics-server=http://{prom}"))
+            .args((!own_server).then(|| format!("--metrics-server=http://{prom}")))
             .arg(format!("--listen-address=127.0.0.1:{port}"))
             .args(args)
             .stdin(Stdio::null())
