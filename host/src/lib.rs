@@ -7,10 +7,12 @@
 //! - [`simulate`]: the in-memory shell around the core, with a virtual clock.
 //! - [`metrics`]: metric providers of MetricTemplates, one trait.
 //! - [`operator`]: the Kubernetes shell around the core (`fledge operator`).
+//! - [`loadtester`]: flagger-loadtester's API with a built-in hey (`fledge loadtester`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod core;
+pub mod loadtester;
 pub mod metrics;
 pub mod operator;
 pub mod policy;
