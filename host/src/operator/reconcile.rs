@@ -537,14 +537,19 @@ async fn forward_event(
     message: &str,
 ) {
     let ms = Timestamp::now().as_millisecond();
+    // An event webhook is retried as its `retries` say, as Flagger does.
     let mut targets: Vec<(
         String,
         std::collections::BTreeMap<String, String>,
         Duration,
+        u32,
         bool,
     )> = r
         .webhooks_of(WebhookKind::Event)
-        .map(|h| (h.url.clone(), h.metadata.clone(), h.timeout, h.disable_tls))
+        .map(|h| {
+            let md = h.metadata.clone();
+            (h.url.clone(), md, h.timeout, h.retries, h.disable_tls)
+        })
         .collect();
     if targets.is_empty() {
         if let Some(url) = &ctx.config.event_webhook {
@@ -552,14 +557,15 @@ async fn forward_event(
                 url.clone(),
                 Default::default(),
                 Duration::from_secs(10),
+                0,
                 false,
             ));
         }
     }
-    for (url, md, timeout, insecure) in targets {
+    for (url, md, timeout, retries, insecure) in targets {
         let md = webhooks::event_metadata(&md, message, warning, ms);
         let body = webhooks::payload(&r.name, &r.namespace, phase, &status.last_applied_spec, &md);
-        if let Err(err) = webhooks::post(&ctx.http, &url, &body, timeout, 0, insecure).await {
+        if let Err(err) = webhooks::post(&ctx.http, &url, &body, timeout, retries, insecure).await {
             tracing::warn!(canary = %r.id(), namespace = %r.namespace, error = %err, "event webhook {url} failed");
         }
     }
