@@ -105,7 +105,10 @@ pub async fn post(
             tokio::time::sleep(wait).await;
             continue;
         }
-        let giving_up = format!("POST {} giving up after {attempt} attempt(s)", redacted(url));
+        let giving_up = format!(
+            "POST {} giving up after {attempt} attempt(s)",
+            redacted(url)
+        );
         return match outcome {
             Err(e) => Err(format!("{giving_up}: {}", go_error(url, &e))),
             Ok(r) if r.status().as_u16() <= 202 => Ok(()),
@@ -148,7 +151,11 @@ fn retry_after(r: &reqwest::Response) -> Option<Duration> {
     if !matches!(r.status().as_u16(), 429 | 503) {
         return None;
     }
-    let v = r.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let v = r
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
     parse_retry_after(v, k8s_openapi::jiff::Timestamp::now()).map(|d| d.min(RETRY_WAIT_MAX))
 }
 
@@ -158,11 +165,7 @@ fn parse_retry_after(v: &str, now: k8s_openapi::jiff::Timestamp) -> Option<Durat
         return Some(Duration::from_secs(secs));
     }
     let at = k8s_openapi::jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
-    Some(
-        at.duration_since(now)
-            .try_into()
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(at.duration_since(now).try_into().unwrap_or(Duration::ZERO))
 }
 
 /// Errors that another attempt cannot fix: a redirect loop, a request that
@@ -179,7 +182,11 @@ fn permanent(e: &reqwest::Error) -> bool {
                 .and_then(|io| io.get_ref())
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         });
-        if matches!(tls, Some(rustls::Error::InvalidCertificate(_))) {
+        // The connector may wrap rustls' error where it cannot be downcast;
+        // its text says the same (as Flagger's client matches texts too).
+        if matches!(tls, Some(rustls::Error::InvalidCertificate(_)))
+            || cause.to_string().starts_with("invalid peer certificate")
+        {
             return true;
         }
         src = cause.source();
@@ -283,7 +290,15 @@ mod tests {
 
     async fn call(url: &str, retries: u32) -> Result<(), String> {
         let clients = Clients::new().unwrap();
-        post(&clients, url, &json!({}), Duration::from_secs(5), retries, false).await
+        post(
+            &clients,
+            url,
+            &json!({}),
+            Duration::from_secs(5),
+            retries,
+            false,
+        )
+        .await
     }
 
     fn hits(c: &std::sync::atomic::AtomicUsize) -> usize {
@@ -303,7 +318,11 @@ mod tests {
             call(&url, 2).await,
             Err(format!("POST {url} giving up after 3 attempt(s)"))
         );
-        assert_eq!(hits(&n), 3, "a 503's Retry-After: 0 is waited, not the backoff");
+        assert_eq!(
+            hits(&n),
+            3,
+            "a 503's Retry-After: 0 is waited, not the backoff"
+        );
     }
 
     #[tokio::test]
@@ -312,7 +331,10 @@ mod tests {
         let (url, n) = scripted(vec![(502, None, ""), (200, None, "ok")]).await;
         assert_eq!(call(&url, 3).await, Ok(()));
         assert_eq!(hits(&n), 2);
-        assert!(started.elapsed() >= Duration::from_secs(1), "the first backoff is 1 s");
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "the first backoff is 1 s"
+        );
         let (url, n) = scripted(vec![(429, Some("0"), ""), (202, None, "")]).await;
         assert_eq!(call(&url, 1).await, Ok(()));
         assert_eq!(hits(&n), 2, "429 is retried");
@@ -352,13 +374,19 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let app = axum::Router::new().fallback(move || async move {
-                (axum::http::StatusCode::FOUND, [("location", format!("http://{addr}/again"))])
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", format!("http://{addr}/again"))],
+                )
             });
             tokio::spawn(async move { axum::serve(listener, app).await });
             format!("http://{addr}/")
         };
         let err = call(&looping, 3).await.unwrap_err();
-        assert!(err.starts_with(&format!("POST {looping} giving up after 1 attempt(s): ")), "{err}");
+        assert!(
+            err.starts_with(&format!("POST {looping} giving up after 1 attempt(s): ")),
+            "{err}"
+        );
 
         // A TLS server whose certificate nobody signed: one attempt, however many retries.
         let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
@@ -390,7 +418,10 @@ mod tests {
         });
         let url = format!("https://{addr}/");
         let err = call(&url, 3).await.unwrap_err();
-        assert!(err.starts_with(&format!("POST {url} giving up after 1 attempt(s): ")), "{err}");
+        assert!(
+            err.starts_with(&format!("POST {url} giving up after 1 attempt(s): ")),
+            "{err}"
+        );
         assert!(err.contains("certificate"), "{err}");
         assert_eq!(hits(&handshakes), 1);
     }

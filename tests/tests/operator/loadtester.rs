@@ -27,7 +27,11 @@ async fn notes(client: &Client, ns: &str) -> Result<Vec<String>> {
 
 async fn wait_note(client: &Client, ns: &str, note: &str, within: Duration) -> Result<()> {
     wait_for(&format!("Event {note:?} in {ns}"), within, || async {
-        Ok(notes(client, ns).await?.iter().any(|n| n == note).then_some(()))
+        Ok(notes(client, ns)
+            .await?
+            .iter()
+            .any(|n| n == note)
+            .then_some(()))
     })
     .await
 }
@@ -110,7 +114,11 @@ async fn guide_webhooks(
         "load-test traffic: {seen:?}"
     );
     assert!(
-        seen.hosts.get("podinfo-canary.test:9898").copied().unwrap_or(0) > 1,
+        seen.hosts
+            .get("podinfo-canary.test:9898")
+            .copied()
+            .unwrap_or(0)
+            > 1,
         "by the guide's host name: {seen:?}"
     );
     assert_eq!(image_of(&client, ns, "podinfo-primary").await?, NEW_IMAGE);
@@ -134,10 +142,7 @@ async fn confirm_rollout(cluster: &'static Cluster, lt: &Loadtester, ns: &str) -
     .await?;
     // Still waiting an interval later.
     tokio::time::sleep(Duration::from_secs(11)).await;
-    assert_eq!(
-        super::canary_status(&client, ns).await?["phase"],
-        "Waiting"
-    );
+    assert_eq!(super::canary_status(&client, ns).await?["phase"], "Waiting");
     assert_eq!(gate(lt, "/gate/open", ns).await?, 202);
     wait_note(
         &client,
@@ -254,6 +259,9 @@ async fn loadtester_serves_the_guides_webhooks_and_gates() -> Result<()> {
     rollout.context("confirm-rollout").with_context(log)?;
     promotion.context("confirm-promotion").with_context(log)?;
     back.context("rollback").with_context(log)?;
-    println!("loadtester scenarios: {:.1}s", started.elapsed().as_secs_f64());
+    println!(
+        "loadtester scenarios: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -174,9 +174,11 @@ impl Loadtester {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         };
         let addr = lt.addr;
-        wait_for("fledge loadtester /healthz", Duration::from_secs(20), || async move {
-            Ok(http::get(addr, "/healthz").ok().filter(|r| r.status == 200))
-        })
+        wait_for(
+            "fledge loadtester /healthz",
+            Duration::from_secs(20),
+            || async move { Ok(http::get(addr, "/healthz").ok().filter(|r| r.status == 200)) },
+        )
         .await
         .with_context(|| format!("loadtester log:\n{}", lt.logs()))?;
         Ok(lt)
