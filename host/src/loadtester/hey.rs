@@ -386,11 +386,16 @@ impl Report {
         out
     }
 
+    /// The nearest-rank percentile, for the one-line summary: hey's own
+    /// table leaves 0 where a run has too few samples to reach a percentage.
     pub fn percentile(&self, p: u32) -> f64 {
-        self.percentiles()
-            .into_iter()
-            .find(|(q, _)| *q == p)
-            .map_or(0.0, |(_, l)| l)
+        let mut lats = self.latencies.clone();
+        if lats.is_empty() {
+            return 0.0;
+        }
+        lats.sort_by(f64::total_cmp);
+        let rank = (u64::from(p) * lats.len() as u64).div_ceil(100).max(1);
+        lats[(rank as usize - 1).min(lats.len() - 1)]
     }
 
     /// hey's summary (without its histogram and per-phase details).

@@ -201,7 +201,7 @@ impl Loadtester {
                 self.config.resolve.target(&h.url)?;
                 Ok(h)
             }) {
-                Ok(h) => Job::Hey(h),
+                Ok(h) => Job::Hey(Box::new(h)),
                 // A pipeline around hey is a shell's to run.
                 Err(e) if self.config.allow_shell && hey::split_words(&cmd).is_err() => {
                     tracing::debug!(canary, "{e:#}");
@@ -283,7 +283,7 @@ impl Loadtester {
 }
 
 enum Job {
-    Hey(hey::Hey),
+    Hey(Box<hey::Hey>),
     Shell,
 }
 

@@ -125,8 +125,17 @@ fn percentiles_are_heys_first_latency_past_each() {
         statuses: [(200, 99), (500, 1)].into(),
         ..Default::default()
     };
-    assert_eq!(r.percentile(50), 0.051);
-    assert_eq!(r.percentile(99), 0.1);
+    assert_eq!(r.percentiles()[2], (50, 0.051));
+    assert_eq!(r.percentiles()[6], (99, 0.1));
+    assert_eq!(r.percentile(50), 0.05);
+    assert_eq!(r.percentile(99), 0.099);
+    // Nine samples never reach hey's 90 % row; the summary line still has a p90.
+    let few = Report {
+        latencies: (1..=9).map(|i| i as f64).collect(),
+        ..Default::default()
+    };
+    assert_eq!(few.percentiles().len(), 6);
+    assert_eq!(few.percentile(90), 9.0);
     assert!((r.average() - 0.0505).abs() < 1e-9);
     assert_eq!(r.rps(), 10.0);
     let text = r.text();
