@@ -134,7 +134,7 @@ fn percentiles_are_heys_first_latency_past_each() {
         latencies: (1..=9).map(|i| i as f64).collect(),
         ..Default::default()
     };
-    assert_eq!(few.percentiles().len(), 6);
+    assert_eq!(few.percentiles().len(), 4, "10, 25, 50 and 75 %");
     assert_eq!(few.percentile(90), 9.0);
     assert!((r.average() - 0.0505).abs() < 1e-9);
     assert_eq!(r.rps(), 10.0);
