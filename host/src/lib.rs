@@ -8,10 +8,12 @@
 //! - [`metrics`]: metric providers of MetricTemplates, one trait.
 //! - [`operator`]: the Kubernetes shell around the core (`fledge operator`).
 //! - [`notify`]: alerts to Slack, Teams, Discord, Rocket.Chat and Google Chat.
+//! - [`loadtester`]: flagger-loadtester's API with a built-in hey (`fledge loadtester`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod core;
+pub mod loadtester;
 pub mod metrics;
 pub mod notify;
 pub mod operator;

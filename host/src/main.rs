@@ -26,6 +26,8 @@ enum Command {
     Operator(cli::operator::Args),
     /// Prints the CustomResourceDefinitions Fledge serves (multi-document YAML).
     Crds(cli::crds::Args),
+    /// Serves flagger-loadtester's API: webhook tasks with a built-in hey, gates, rollback gates.
+    Loadtester(cli::loadtester::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,8 @@ fn main() -> ExitCode {
             cli::policy::run(cmd)
         }
         Command::Crds(args) => cli::crds::run(args),
+        // Sets up its own log format, as the operator does.
+        Command::Loadtester(args) => cli::loadtester::run(args),
     })
 }
 

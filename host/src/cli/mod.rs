@@ -1,4 +1,5 @@
 pub mod crds;
+pub mod loadtester;
 pub mod operator;
 pub mod policy;
 pub mod simulate;

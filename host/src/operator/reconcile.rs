@@ -22,6 +22,7 @@ use super::webhooks;
 use super::workload::{BadReference, Workload};
 use super::Context;
 use crate::api::{self, Issue};
+use crate::core::rollout::WebhookSpec;
 use crate::core::{self, Action, Observations, Outcome, Request, Rollout, Tick};
 use fledge_policy::{Phase, Readiness, WebhookKind};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -564,29 +565,29 @@ async fn forward_event(
     message: &str,
 ) {
     let ms = Timestamp::now().as_millisecond();
-    let mut targets: Vec<(
-        String,
-        std::collections::BTreeMap<String, String>,
-        Duration,
-        bool,
-    )> = r
-        .webhooks_of(WebhookKind::Event)
-        .map(|h| (h.url.clone(), h.metadata.clone(), h.timeout, h.disable_tls))
-        .collect();
+    // An event webhook is retried as its `retries` say, as Flagger does.
+    let mut targets: Vec<WebhookSpec> = r.webhooks_of(WebhookKind::Event).cloned().collect();
     if targets.is_empty() {
         if let Some(url) = &ctx.config.event_webhook {
-            targets.push((
-                url.clone(),
-                Default::default(),
-                Duration::from_secs(10),
-                false,
-            ));
+            targets.push(WebhookSpec {
+                name: "event".into(),
+                kind: WebhookKind::Event,
+                url: url.clone(),
+                timeout: Duration::from_secs(10),
+                retries: 0,
+                mute_alert: false,
+                disable_tls: false,
+                metadata: Default::default(),
+            });
         }
     }
-    for (url, md, timeout, insecure) in targets {
-        let md = webhooks::event_metadata(&md, message, warning, ms);
+    for h in targets {
+        let md = webhooks::event_metadata(&h.metadata, message, warning, ms);
         let body = webhooks::payload(&r.name, &r.namespace, phase, &status.last_applied_spec, &md);
-        if let Err(err) = webhooks::post(&ctx.http, &url, &body, timeout, 0, insecure).await {
+        let url = h.url;
+        if let Err(err) =
+            webhooks::post(&ctx.http, &url, &body, h.timeout, h.retries, h.disable_tls).await
+        {
             tracing::warn!(canary = %r.id(), namespace = %r.namespace, error = %err, "event webhook {url} failed");
         }
     }

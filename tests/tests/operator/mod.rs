@@ -26,6 +26,8 @@ use super::{apply, manifest, ssa, wait_for, world};
 mod alerts;
 mod crash;
 mod crds;
+mod loadtester;
+mod loadtester_local;
 mod telemetry;
 mod tracking;
 
@@ -143,6 +145,63 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A running `fledge loadtester` on loopback; killed (and reaped) when dropped.
+pub struct Loadtester {
+    child: Child,
+    pub log: PathBuf,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Loadtester {
+    /// Starts it with `args` and waits until `/healthz` answers.
+    pub async fn start(cluster: &Cluster, name: &str, args: &[&str]) -> Result<Loadtester> {
+        let port = free_port()?;
+        let log = cluster
+            .dir()
+            .join("logs")
+            .join(format!("fledge-loadtester-{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(fledge_binary()?)
+            .args(["loadtester", "--bind=127.0.0.1", "--log-format=text"])
+            .arg(format!("--port={port}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting fledge loadtester")?;
+        let lt = Loadtester {
+            child,
+            log,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let addr = lt.addr;
+        wait_for(
+            "fledge loadtester /healthz",
+            Duration::from_secs(20),
+            || async move { Ok(http::get(addr, "/healthz").ok().filter(|r| r.status == 200)) },
+        )
+        .await
+        .with_context(|| format!("loadtester log:\n{}", lt.logs()))?;
+        Ok(lt)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Loadtester {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
