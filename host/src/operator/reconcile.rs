@@ -239,9 +239,12 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     status::write(&api, obj.name(), &patch).await?;
     ctx.memo.lock().await.insert(uid, next.clone());
     ctx.telemetry.steps.inc();
+    // The phase is in the status from now on: so is it on /metrics, before
+    // anyone can see the step finished.
+    record_result(&ctx, &rollout, old.phase, tick.status.phase);
     doing.pause().await;
     doing.finish(&mut next, false).await?;
-    record_step(&ctx, &rollout, old.phase, tick.status.phase, began);
+    record_duration(&ctx, &rollout, old.phase, tick.status.phase, began);
     // The core's `requeue` is the interval: counted from the step, not from
     // the end of its actions.
     Ok(Requeue::requeue(until_next(
@@ -251,16 +254,19 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     )))
 }
 
-/// Flagger's series after a finished step: the phase as `flagger_canary_status`,
-/// a success or failure counted, and the time an analysis step took (as
-/// Flagger times it: from the reconcile's start, for steps in Progressing or
-/// WaitingPromotion that do not roll back).
-fn record_step(ctx: &Context, r: &Rollout, from: Phase, to: Phase, began: std::time::Instant) {
-    let t = &ctx.telemetry;
-    t.set_status(r, to);
-    t.count_result(r, from, to);
+/// Flagger's series of a step whose status is written: the phase as
+/// `flagger_canary_status`, and a success or failure counted.
+fn record_result(ctx: &Context, r: &Rollout, from: Phase, to: Phase) {
+    ctx.telemetry.set_status(r, to);
+    ctx.telemetry.count_result(r, from, to);
+}
+
+/// The time a finished analysis step took, as Flagger times it: from the
+/// reconcile's start to the end of its actions, for steps in Progressing or
+/// WaitingPromotion that do not roll back.
+fn record_duration(ctx: &Context, r: &Rollout, from: Phase, to: Phase, began: std::time::Instant) {
     if matches!(from, Phase::Progressing | Phase::WaitingPromotion) && to != Phase::Failed {
-        t.observe_analysis(r, began.elapsed());
+        ctx.telemetry.observe_analysis(r, began.elapsed());
     }
 }
 

@@ -540,7 +540,7 @@ mod tests {
         simulate::run(&inputs, scenario::parse(scenario).unwrap(), policy)
     }
 
-    /// What the reconcile records for one step, as in `reconcile::record_step`.
+    /// What the reconcile records for one step, as `reconcile::record_result` and `record_duration` do.
     fn step(t: &Telemetry, r: &Rollout, from: Phase, to: Phase, weight: u32, took_ms: u64) {
         t.set_weight(
             r,
