@@ -82,6 +82,7 @@ impl Alerts {
         step: &str,
         index: usize,
         alert: &PendingAlert,
+        standing: Standing,
     ) {
         if alert.muted {
             // Flagger sends nothing for a webhook with `muteAlert`.
@@ -104,7 +105,7 @@ impl Alerts {
         let job = Job {
             canary: obj.clone(),
             alerts: r.alerts.clone(),
-            message: message(r, kind, self.cluster.as_deref(), alert),
+            message: message(r, kind, self.cluster.as_deref(), alert, standing),
         };
         if let Err(e) = self.tx.try_send(job) {
             let e = match e {
@@ -116,9 +117,24 @@ impl Alerts {
     }
 }
 
-/// The message Flagger's `alert` builds: `Cluster` first, then the
-/// Canary's settings for initialization and new revisions.
-pub fn message(r: &Rollout, kind: &str, cluster: Option<&str>, alert: &PendingAlert) -> Message {
+/// Where the Canary stands when an alert is sent: the phase and canary
+/// weight its step left it at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub phase: fledge_policy::Phase,
+    pub canary_weight: u32,
+}
+
+/// The message Flagger's `alert` builds (`Cluster` first, then the Canary's
+/// settings for initialization and new revisions), then the phase and the
+/// canary's weight, which Flagger's alerts leave out.
+pub fn message(
+    r: &Rollout,
+    kind: &str,
+    cluster: Option<&str>,
+    alert: &PendingAlert,
+    standing: Standing,
+) -> Message {
     let mut fields = Vec::new();
     if let Some(c) = cluster {
         fields.push(Field::new("Cluster", c));
@@ -126,6 +142,11 @@ pub fn message(r: &Rollout, kind: &str, cluster: Option<&str>, alert: &PendingAl
     if super::has_metadata(&alert.message) {
         fields.extend(super::metadata(r, kind));
     }
+    fields.push(Field::new("Phase", standing.phase.as_str()));
+    fields.push(Field::new(
+        "Canary weight",
+        format!("{}%", standing.canary_weight),
+    ));
     Message {
         workload: r.name.clone(),
         namespace: r.namespace.clone(),

@@ -529,11 +529,16 @@ fn messages_carry_the_cluster_and_flaggers_metadata_where_flagger_has_it() {
         message: text.into(),
         muted: false,
     };
+    let progressing = alerts::Standing {
+        phase: fledge_policy::Phase::Progressing,
+        canary_weight: 0,
+    };
     let m = alerts::message(
         &r,
         "Deployment",
         Some("prod"),
         &pending(alert::NEW_REVISION),
+        progressing,
     );
     assert_eq!(m.id(), "podinfo.test");
     assert_eq!(
@@ -544,10 +549,28 @@ fn messages_carry_the_cluster_and_flaggers_metadata_where_flagger_has_it() {
             Field::new("Failed checks threshold", "5"),
             Field::new("Progress deadline", "600s"),
             Field::new("Traffic routing", "Weight step: 10 max: 50"),
+            Field::new("Phase", "Progressing"),
+            Field::new("Canary weight", "0%"),
         ]
     );
-    let m = alerts::message(&r, "Deployment", None, &pending(alert::SUCCEEDED));
-    assert!(m.fields.is_empty(), "{:?}", m.fields);
+    let waiting = alerts::Standing {
+        phase: fledge_policy::Phase::WaitingPromotion,
+        canary_weight: 50,
+    };
+    let m = alerts::message(
+        &r,
+        "Deployment",
+        None,
+        &pending(alert::WAITING_PROMOTION),
+        waiting,
+    );
+    assert_eq!(
+        m.fields,
+        [
+            Field::new("Phase", "WaitingPromotion"),
+            Field::new("Canary weight", "50%"),
+        ]
+    );
     let mut steps = r.clone();
     steps.analysis.step_weight = None;
     steps.analysis.step_weights = vec![1, 10, 80];

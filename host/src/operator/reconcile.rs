@@ -476,6 +476,10 @@ impl Doing<'_> {
             }
         }
         let phase = status.phase();
+        let standing = crate::notify::alerts::Standing {
+            phase,
+            canary_weight: u32::try_from(status.canary_weight).unwrap_or(0),
+        };
         for (index, op) in said {
             match op {
                 Op::Event(e) => {
@@ -498,7 +502,7 @@ impl Doing<'_> {
                     tracing::debug!(canary = %self.obj.id(), namespace = self.obj.namespace(), severity = ?a.severity, muted = a.muted, again, "alert: {}", a.message);
                     self.ctx
                         .alerts
-                        .post(self.obj, self.rollout, &pending.step, index, a);
+                        .post(self.obj, self.rollout, &pending.step, index, a, standing);
                 }
                 _ => {}
             }

@@ -225,6 +225,8 @@ async fn with_providers(cluster: &'static Cluster, ns: &str, fail: bool) -> Resu
             {"title": "Failed checks threshold", "value": "1", "short": false},
             {"title": "Progress deadline", "value": "60s", "short": false},
             {"title": "Traffic routing", "value": "Weight step: 50 max: 50", "short": false},
+            {"title": "Phase", "value": "Initialized", "short": false},
+            {"title": "Canary weight", "value": "0%", "short": false},
         ])
     );
     let (_, final_alert) = &slack[2];
@@ -234,7 +236,11 @@ async fn with_providers(cluster: &'static Cluster, ns: &str, fail: bool) -> Resu
     );
     assert_eq!(
         final_alert["attachments"][0]["fields"],
-        json!([{"title": "Cluster", "value": "e2e", "short": false}])
+        json!([
+            {"title": "Cluster", "value": "e2e", "short": false},
+            {"title": "Phase", "value": if fail { "Failed" } else { "Succeeded" }, "short": false},
+            {"title": "Canary weight", "value": "0%", "short": false},
+        ])
     );
 
     // The error provider only gets the rollback.
@@ -249,7 +255,11 @@ async fn with_providers(cluster: &'static Cluster, ns: &str, fail: bool) -> Resu
         assert_eq!(card["sections"][0]["activityTitle"], last);
         assert_eq!(
             card["sections"][0]["facts"],
-            json!([{"name": "Cluster", "value": "e2e"}])
+            json!([
+                {"name": "Cluster", "value": "e2e"},
+                {"name": "Phase", "value": "Failed"},
+                {"name": "Canary weight", "value": "0%"},
+            ])
         );
     } else {
         assert!(
