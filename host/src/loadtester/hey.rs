@@ -525,7 +525,10 @@ pub async fn run(h: &Hey, resolve: &Resolve) -> Result<Report> {
             let mut throttle = (qps > 0.0).then(|| {
                 let period = Duration::from_secs_f64(1.0 / qps);
                 let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                // A worker held up (a slow answer, a busy machine) catches up
+                // on the ticks it missed, so `-q` holds as an average over the
+                // run; hey's Go ticker drops them and falls short instead.
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });
             let stop = async {

@@ -48,6 +48,38 @@ async fn hey_rate_limits_each_worker() -> Result<()> {
     Ok(())
 }
 
+/// `-q` is an average over the run: a worker held up by one slow answer (1 s, ten ticks)
+/// sends the requests it missed right after, instead of dropping them as hey's ticker does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hey_catches_up_after_a_slow_answer() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let first = std::sync::Arc::new(AtomicBool::new(true));
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let first = first.clone();
+            async move {
+                if first.swap(false, Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let h = Hey::parse(&format!("hey -z 3s -q 10 -c 1 http://{addr}/"))?;
+    let report = hey::run(&h, &Resolve { entries: vec![] }).await?;
+    // 30 ticks in 3 s, the first at 100 ms; dropping the ten missed would give about 20.
+    assert!(
+        (27..=31).contains(&report.count),
+        "{} requests, expected about 30",
+        report.count
+    );
+    Ok(())
+}
+
 /// `-n` is shared by the workers (each sends n/c, the remainder is dropped, as in hey);
 /// statuses are counted; `-t` bounds each request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
