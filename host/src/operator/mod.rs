@@ -414,13 +414,16 @@ async fn watch_policies<K>(
         + Sync
         + 'static,
 {
+    let store = writer.as_reader();
     let stream =
         reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     futures::pin_mut!(stream);
     let mut said = false;
     while let Some(event) = stream.next().await {
         match event {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+            // Listed objects reach the cache at InitDone, below.
+            Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
+            Ok(watcher::Event::Apply(o)) => {
                 if policies.refresh(&key(&o)).await {
                     let _ = changed.unbounded_send(());
                 }
@@ -429,8 +432,17 @@ async fn watch_policies<K>(
                 policies.evict(&canaries).await;
                 let _ = changed.unbounded_send(());
             }
-            Ok(watcher::Event::InitDone) => policies.evict(&canaries).await,
-            Ok(watcher::Event::Init) => {}
+            Ok(watcher::Event::InitDone) => {
+                // The cache holds a (re)list only from here on: load what it holds.
+                let mut changed_any = false;
+                for o in store.state() {
+                    changed_any |= policies.refresh(&key(&o)).await;
+                }
+                policies.evict(&canaries).await;
+                if changed_any {
+                    let _ = changed.unbounded_send(());
+                }
+            }
             Err(e) => {
                 // Without the policy CRDs every Canary falls back to the
                 // built-in policy; say so once.

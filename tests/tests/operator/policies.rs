@@ -5,7 +5,9 @@
 //! another namespace's RolloutPolicy is refused naming `spec.policy`; a wrong sha256 and a
 //! ConfigMap that holds no component leave the previous component in force with `Ready=False`
 //! saying why; swapping a namespace's default mid-analysis keeps the running analysis on the
-//! digest it pinned, and the next analysis uses the new one.
+//! digest it pinned, and the next analysis uses the new one; a pinned component lost across a
+//! restart (its ConfigMap edited in place) lets the analysis go on under the current one, with a
+//! Warning Event.
 //!
 //! No ClusterRolloutPolicy here: a cluster-wide `default` would reach every other test's
 //! Canaries. The cluster rungs of the ladder are unit-tested (`operator::policies::select`).
@@ -25,8 +27,8 @@ use super::{
 };
 use crate::{apply, ssa, wait_for, world};
 
-/// The `bad-weight` fixture as `host/build.rs` built it next to the `fledge` binary.
-fn bad_weight() -> Result<Vec<u8>> {
+/// A fixture policy as `host/build.rs` built it next to the `fledge` binary.
+fn fixture(name: &str) -> Result<Vec<u8>> {
     let bin = fledge_binary()?;
     let build = bin
         .parent()
@@ -34,13 +36,13 @@ fn bad_weight() -> Result<Vec<u8>> {
         .join("build");
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&build)?
         .flatten()
-        .map(|e| e.path().join("out/fixtures/bad-weight.wasm"))
+        .map(|e| e.path().join(format!("out/fixtures/{name}.wasm")))
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
         .collect();
     found.sort();
     let (_, path) = found
         .pop()
-        .with_context(|| format!("no out/fixtures/bad-weight.wasm under {}", build.display()))?;
+        .with_context(|| format!("no out/fixtures/{name}.wasm under {}", build.display()))?;
     Ok(std::fs::read(path)?)
 }
 
@@ -385,6 +387,71 @@ async fn own_policy(cluster: &'static Cluster, bad: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// (3): the pinned component can no longer be had. The namespace's default holds `stateful`
+/// (it always waits, so the analysis stays in flight); its ConfigMap is edited in place to
+/// `bad-weight` and the operator restarted. The analysis goes on under the component the
+/// policy object brings now, with a Warning Event naming both digests, and fails.
+async fn pinned_component_lost(cluster: &'static Cluster, bad: &[u8]) -> Result<()> {
+    let ns = "op-policy-lost";
+    let waits = fixture("stateful")?;
+    let objects = [
+        config_map("policy", &waits),
+        rollout_policy("default", from_config_map("policy", None)),
+    ];
+    let (mut operator, client) = start(cluster, ns, &objects, &|c| c).await?;
+    let waiting = format!("sha256:{}", sha256(&waits));
+    let pinned = wait_for(
+        "Progressing under stateful",
+        Duration::from_secs(30),
+        || async {
+            let s = canary_status(&client, ns).await?;
+            Ok((s["phase"] == "Progressing"
+                && s["lastStepTime"].is_string()
+                && policy_of(&s).2 == waiting)
+                .then_some(s))
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "operator log:
+{}",
+            operator.logs()
+        )
+    })?;
+    assert_eq!(pinned["canaryWeight"], 0, "stateful only waits");
+
+    operator.kill();
+    apply(&client, ns, &config_map("policy", bad), &ssa()).await?;
+    let operator = super::Operator::start(
+        cluster,
+        &format!("{ns}-restarted"),
+        &[&format!("--namespace={ns}"), "--log-level=info"],
+    )?;
+    let failing = format!("sha256:{}", sha256(bad));
+    let failed = wait_phase(&client, ns, "Failed", Duration::from_secs(45))
+        .await
+        .with_context(|| format!("operator log:\n{}", operator.logs()))?;
+    assert_eq!(
+        policy_of(&failed).2,
+        failing,
+        "status.policy names the component now in force"
+    );
+    let notes: Vec<String> = super::events(&client, ns, "podinfo")
+        .await?
+        .into_iter()
+        .map(|(_, n)| n)
+        .filter(|n| n.starts_with("Policy component"))
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains(&waiting)
+            && n.contains("no longer available")
+            && n.contains(&failing)),
+        "{notes:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_selects_and_swaps_policies() -> Result<()> {
     let Some(cluster) = world("operator_selects_and_swaps_policies") else {
@@ -393,15 +460,17 @@ async fn operator_selects_and_swaps_policies() -> Result<()> {
     let started = Instant::now();
     let client = cluster.client().await?;
     install_fledge_crds(cluster, &client).await?;
-    let bad = bad_weight()?;
-    let (a, b, c) = tokio::join!(
+    let bad = fixture("bad-weight")?;
+    let (a, b, c, d) = tokio::join!(
         flagger_then_swapped(cluster, &bad),
         bad_default(cluster, &bad),
         own_policy(cluster, &bad),
+        pinned_component_lost(cluster, &bad),
     );
     a.context("flagger default, swapped mid-analysis")?;
     b.context("bad-weight default, cross-namespace reference")?;
     c.context("the Canary's own policy, a ConfigMap without a component")?;
+    d.context("the pinned component lost across a restart")?;
     println!("policy scenarios: {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

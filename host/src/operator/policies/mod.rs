@@ -406,3 +406,95 @@ impl Policies {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RuntimeConfig;
+    use kube::runtime::{reflector, watcher};
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("FLEDGE_FIXTURE_DIR")).join(format!("{name}.wasm"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn canary(digest: &str) -> CanaryObject {
+        serde_json::from_value(json!({
+            "metadata": {"name": "podinfo", "namespace": "test", "uid": "u1"},
+            "spec": {},
+            "status": {"policy": {"kind": "RolloutPolicy", "name": "default", "digest": digest}}
+        }))
+        .unwrap()
+    }
+
+    fn record(digest: &str) -> PolicyInForce {
+        PolicyInForce {
+            kind: "RolloutPolicy".into(),
+            name: "default".into(),
+            digest: digest.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn components_no_policy_and_no_canary_refers_to_are_evicted() {
+        let runtime = PolicyRuntime::new(RuntimeConfig::default()).unwrap();
+        let builtin = runtime.builtin().unwrap();
+        // Never contacted: nothing here reads the API.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let policies = Policies::new(
+            client,
+            runtime.clone(),
+            builtin.clone(),
+            Maximums {
+                deadline: Duration::from_millis(100),
+                memory: 32 << 20,
+            },
+            "fledge-system".into(),
+            "test".into(),
+            reflector::store().0,
+            reflector::store().0,
+        )
+        .unwrap();
+        let pinned = runtime.load(&fixture("bad-weight")).unwrap();
+        let unused = runtime.load(&fixture("panic")).unwrap();
+        {
+            let mut state = policies.state.lock().await;
+            for p in [&pinned, &unused] {
+                state.digests.insert(p.digest().into(), p.clone());
+            }
+        }
+        let (canaries, mut writer) = reflector::store::<CanaryObject>();
+        writer.apply_watcher_event(&watcher::Event::Apply(canary(pinned.digest())));
+
+        policies.evict(&canaries).await;
+        assert_eq!(policies.held().await, [pinned.digest()]);
+        let mut compiled = vec![builtin.digest().to_string(), pinned.digest().to_string()];
+        compiled.sort();
+        assert_eq!(
+            runtime.cached(),
+            compiled,
+            "the runtime's compiled cache too"
+        );
+        assert!(policies.pinned(&record(pinned.digest())).await.is_some());
+        assert!(policies.pinned(&record(unused.digest())).await.is_none());
+        assert!(
+            policies.pinned(&record(builtin.digest())).await.is_some(),
+            "the built-in policy is never evicted"
+        );
+
+        // The analysis ended under another policy: nothing refers to it any more.
+        writer.apply_watcher_event(&watcher::Event::Apply(canary(builtin.digest())));
+        policies.evict(&canaries).await;
+        assert!(policies.held().await.is_empty());
+        assert_eq!(runtime.cached(), [builtin.digest()]);
+        // A policy already loaded from an evicted component still decides.
+        let input: fledge_policy::PolicyInput =
+            serde_json::from_str(include_str!("../../../../examples/policies/step.json")).unwrap();
+        let decided = pinned.evaluate(&input);
+        assert!(
+            matches!(decided, Err(crate::policy::PolicyError::InvalidDecision(_))),
+            "{decided:?}"
+        );
+    }
+}
