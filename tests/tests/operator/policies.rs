@@ -457,10 +457,10 @@ async fn operator_selects_and_swaps_policies() -> Result<()> {
     let Some(cluster) = world("operator_selects_and_swaps_policies") else {
         return Ok(());
     };
-    let started = Instant::now();
     let client = cluster.client().await?;
     install_fledge_crds(cluster, &client).await?;
     let bad = fixture("bad-weight")?;
+    let started = Instant::now();
     let (a, b, c, d) = tokio::join!(
         flagger_then_swapped(cluster, &bad),
         bad_default(cluster, &bad),

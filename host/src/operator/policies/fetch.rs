@@ -143,3 +143,55 @@ fn causes(e: &reqwest::Error) -> String {
     }
     out.join(": ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::testserver::{reply, serve};
+
+    #[tokio::test]
+    async fn a_url_is_fetched_bounded_and_verified_before_anything_compiles_it() {
+        let server = serve(vec![
+            reply(200, "application/wasm", "component"),
+            reply(200, "application/wasm", "component"),
+            reply(200, "application/wasm", "a component too large"),
+            reply(404, "text/plain", "gone"),
+        ]);
+        let url = format!("{}/policy.wasm", server.url);
+        // Never contacted: a URL source reads no ConfigMap.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let http = reqwest::Client::new();
+        let sha = |b: &[u8]| digest(b).trim_start_matches("sha256:").to_string();
+        let source = |sha256: String| Source::Url {
+            url: url.clone(),
+            sha256,
+        };
+
+        let got = fetch(&client, &http, "ns", &source(sha(b"component")), 64).await;
+        assert_eq!(got.unwrap(), b"component");
+
+        let wrong = "0".repeat(64);
+        let e = fetch(&client, &http, "ns", &source(wrong.clone()), 64)
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, "DigestMismatch");
+        assert!(
+            e.message.contains(&digest(b"component")) && e.message.contains(&wrong),
+            "{}",
+            e.message
+        );
+
+        let e = fetch(&client, &http, "ns", &source(sha(b"x")), 10)
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, "TooLarge", "{}", e.message);
+
+        let e = fetch(&client, &http, "ns", &source(sha(b"x")), 64)
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, "FetchFailed");
+        assert!(e.message.contains("HTTP 404"), "{}", e.message);
+        assert_eq!(server.requests().len(), 4);
+    }
+}

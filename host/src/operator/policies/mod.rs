@@ -497,4 +497,32 @@ mod tests {
             "{decided:?}"
         );
     }
+
+    #[test]
+    fn a_policy_objects_limits_bound_its_decisions_within_the_runtimes() {
+        let runtime = PolicyRuntime::new(RuntimeConfig::default()).unwrap();
+        let input: fledge_policy::PolicyInput =
+            serde_json::from_str(include_str!("../../../../examples/policies/step.json")).unwrap();
+        let endless = runtime.load(&fixture("endless-loop")).unwrap();
+        let short = endless.with_limits(Some(Duration::from_millis(10)), None);
+        match short.evaluate(&input) {
+            Err(crate::policy::PolicyError::Timeout { limit }) => {
+                assert_eq!(limit, Duration::from_millis(10))
+            }
+            other => panic!("{other:?}"),
+        }
+        // More than the runtime allows is capped at the runtime's.
+        let long = endless.with_limits(Some(Duration::from_secs(5)), None);
+        match long.evaluate(&input) {
+            Err(crate::policy::PolicyError::Timeout { limit }) => {
+                assert_eq!(limit, Duration::from_millis(100))
+            }
+            other => panic!("{other:?}"),
+        }
+        let bomb = runtime.load(&fixture("memory-bomb")).unwrap();
+        match bomb.with_limits(None, Some(2 << 20)).evaluate(&input) {
+            Err(crate::policy::PolicyError::MemoryLimit { limit }) => assert_eq!(limit, 2 << 20),
+            other => panic!("{other:?}"),
+        }
+    }
 }
