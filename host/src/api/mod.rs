@@ -12,6 +12,7 @@
 
 pub mod duration;
 mod objects;
+pub mod policy;
 mod service;
 pub mod validate;
 pub mod yaml;
@@ -153,17 +154,23 @@ pub struct ScalerReplicas {
     pub max_replicas: Option<i64>,
 }
 
-/// Where a Canary's policy comes from. Fledge extension; absent means the
-/// namespace default, then the cluster default, then the built-in policy.
+/// The policy object that judges a Canary's analysis. Fledge extension;
+/// absent means the `default` RolloutPolicy of the Canary's namespace, then
+/// the `default` ClusterRolloutPolicy, then the built-in `flagger` policy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyRef {
-    /// `builtin` or the name of a policy registered with the operator.
+    /// The name of a RolloutPolicy (in the Canary's namespace) or a
+    /// ClusterRolloutPolicy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Expected sha256 of the component, hex.
+    /// `RolloutPolicy` (the default) or `ClusterRolloutPolicy`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub kind: Option<String>,
+    /// Only the Canary's own namespace is allowed: a Canary cannot use
+    /// another namespace's RolloutPolicy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -1,6 +1,7 @@
 //! The CustomResourceDefinitions Fledge serves: `canaries`, `metrictemplates`
 //! and `alertproviders` in `flagger.app/v1beta1`, with Flagger's names,
-//! category, status subresource and printer columns.
+//! category, status subresource and printer columns; and Fledge's own
+//! `rolloutpolicies` and `clusterrolloutpolicies` in `policies.fledge.dev/v1alpha1`.
 //!
 //! The schemas are generated from the typed model in [`crate::api`] (and the
 //! status Fledge writes), so the API server checks every Flagger field at
@@ -98,6 +99,57 @@ fn canary_status_schema() -> Value {
 }
 
 fn crd(kind: &str, plural: &str, columns: &[Column], spec: Value, status: Value) -> Value {
+    let mut v = crd_in(
+        (crate::api::GROUP, crate::api::VERSION),
+        "Namespaced",
+        kind,
+        plural,
+        columns,
+        spec,
+        status,
+    );
+    v["spec"]["names"]["categories"] = json!(["all"]);
+    v["metadata"]["annotations"] = json!({"helm.sh/resource-policy": "keep"});
+    v
+}
+
+const POLICY_COLUMNS: &[Column] = &[
+    ("Builtin", "string", ".spec.builtin", 0),
+    ("Digest", "string", ".status.digest", 0),
+    (
+        "Ready",
+        "string",
+        ".status.conditions[?(@.type==\"Ready\")].status",
+        0,
+    ),
+    ("URL", "string", ".spec.url", 1),
+];
+
+/// A policy kind of `policies.fledge.dev/v1alpha1`.
+fn policy_crd(kind: &str, plural: &str, scope: &str) -> Value {
+    crd_in(
+        (
+            crate::api::policy::POLICY_GROUP,
+            crate::api::policy::POLICY_VERSION,
+        ),
+        scope,
+        kind,
+        plural,
+        POLICY_COLUMNS,
+        schema_of::<crate::api::policy::RolloutPolicySpec>(),
+        schema_of::<crate::api::policy::RolloutPolicyStatus>(),
+    )
+}
+
+fn crd_in(
+    (group, version): (&str, &str),
+    scope: &str,
+    kind: &str,
+    plural: &str,
+    columns: &[Column],
+    spec: Value,
+    status: Value,
+) -> Value {
     let columns: Vec<Value> = columns
         .iter()
         .map(|(name, type_, path, priority)| {
@@ -112,21 +164,19 @@ fn crd(kind: &str, plural: &str, columns: &[Column], spec: Value, status: Value)
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": format!("{plural}.flagger.app"),
-            "annotations": {"helm.sh/resource-policy": "keep"}
+            "name": format!("{plural}.{group}"),
         },
         "spec": {
-            "group": "flagger.app",
+            "group": group,
             "names": {
                 "kind": kind,
                 "listKind": format!("{kind}List"),
                 "plural": plural,
                 "singular": kind.to_ascii_lowercase(),
-                "categories": ["all"]
             },
-            "scope": "Namespaced",
+            "scope": scope,
             "versions": [{
-                "name": "v1beta1",
+                "name": version,
                 "served": true,
                 "storage": true,
                 "subresources": {"status": {}},
@@ -172,6 +222,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
             schema_of::<crate::api::AlertProviderSpec>(),
             json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
         ),
+        policy_crd("RolloutPolicy", "rolloutpolicies", "Namespaced"),
+        policy_crd("ClusterRolloutPolicy", "clusterrolloutpolicies", "Cluster"),
     ]
     .into_iter()
     .map(|v| serde_json::from_value(v).expect("the CRD literals are well formed"))
@@ -212,9 +264,14 @@ mod tests {
             [
                 "canaries.flagger.app",
                 "metrictemplates.flagger.app",
-                "alertproviders.flagger.app"
+                "alertproviders.flagger.app",
+                "rolloutpolicies.policies.fledge.dev",
+                "clusterrolloutpolicies.policies.fledge.dev",
             ]
         );
+        assert_eq!(crds[3].spec.scope, "Namespaced");
+        assert_eq!(crds[4].spec.scope, "Cluster");
+        assert_eq!(crds[4].spec.names.kind, "ClusterRolloutPolicy");
         let canary = &crds[0];
         assert_eq!(
             canary.spec.names.categories.as_deref(),

@@ -14,7 +14,7 @@
 //! planned Event again ([`Recorder::deliver`]) finds it there and does
 //! nothing, so a step finished after a restart tells the user once.
 use super::resource::{CanaryObject, API_VERSION, KIND};
-use super::status::PendingEvent;
+use super::status::{PendingEvent, PolicyInForce};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -180,7 +180,10 @@ impl Recorder {
                 Err(err) => return Err(err),
             }
         }
-        let event = self.event(canary, &e.name, e.warning, &e.reason, note, now);
+        let mut event = self.event(canary, &e.name, e.warning, &e.reason, note, now);
+        if let Some(p) = &e.policy {
+            event.metadata.annotations = Some(policy_annotations(p));
+        }
         match api.create(&PostParams::default(), &event).await {
             Ok(_) => Ok(Delivery::Published),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Delivery::AlreadyThere),
@@ -233,6 +236,7 @@ impl Recorder {
             name,
             count,
             at: None,
+            policy: None,
         };
         self.deliver(canary, &e, false).await.map(|_| ())
     }
@@ -260,6 +264,44 @@ fn plan_in(
         },
     );
     (fresh, 1)
+}
+
+/// Annotation of a decision's Event: the policy that made it, as
+/// `<kind>/<name>` (a RolloutPolicy is in the Canary's namespace).
+pub const POLICY_ANNOTATION: &str = "policies.fledge.dev/policy";
+/// Annotation of a decision's Event: the digest of the policy's component.
+pub const DIGEST_ANNOTATION: &str = "policies.fledge.dev/digest";
+
+fn policy_annotations(p: &PolicyInForce) -> std::collections::BTreeMap<String, String> {
+    [
+        (
+            POLICY_ANNOTATION.to_string(),
+            format!("{}/{}", p.kind, p.name),
+        ),
+        (DIGEST_ANNOTATION.to_string(), p.digest.clone()),
+    ]
+    .into()
+}
+
+/// The log line of a decision's Event: as [`log`], plus `policy`
+/// (`<kind>/<name>`) and `digest` when the policy is known.
+pub fn log_decision(
+    canary: &CanaryObject,
+    warning: bool,
+    msg: &str,
+    policy: Option<&PolicyInForce>,
+) {
+    let Some(p) = policy else {
+        return log(canary, warning, msg);
+    };
+    let id = canary.id();
+    let msg = crate::core::text::one_line(msg, 4096);
+    let name = format!("{}/{}", p.kind, p.name);
+    if warning {
+        tracing::warn!(canary = %id, namespace = canary.namespace(), policy = %name, digest = %p.digest, "{msg}");
+    } else {
+        tracing::info!(canary = %id, namespace = canary.namespace(), policy = %name, digest = %p.digest, "{msg}");
+    }
 }
 
 /// The log line of an Event: `msg` plus `canary` and `namespace` fields.

@@ -7,6 +7,7 @@
 //! - [`workload`]: primary Deployment, HPA, configs and Services.
 //! - [`router`]: the mesh (App Mesh v1beta2) behind one trait.
 //! - [`metrics`], [`webhooks`]: the I/O the core asks for.
+//! - [`policies`]: the policy objects and the components they bring into force.
 //! - [`status`], [`events`], [`log`]: what users see.
 //! - [`telemetry`]: the operator's own metrics on `/metrics`.
 //! - [`crd`]: the CRDs `fledge crds` prints.
@@ -14,6 +15,7 @@ pub mod crd;
 pub mod events;
 pub mod log;
 pub mod metrics;
+pub mod policies;
 pub mod reconcile;
 pub mod resource;
 pub mod router;
@@ -23,14 +25,15 @@ pub mod telemetry;
 pub mod webhooks;
 pub mod workload;
 
-use crate::policy::{Policy, PolicyRuntime, RuntimeConfig};
+use crate::policy::{PolicyRuntime, RuntimeConfig};
 use anyhow::{Context as _, Result};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, DynamicObject};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::{watcher, Controller};
 use kube::Client;
 use resource::CanaryObject;
@@ -87,7 +90,8 @@ pub struct Context {
     pub http: webhooks::Clients,
     /// Alerts of carried-out steps, sent in the background.
     pub alerts: crate::notify::Alerts,
-    pub judge: Policy,
+    /// The policy objects, their components, and the built-in policy.
+    pub policies: Arc<policies::Policies>,
     /// The last status written per Canary uid, which wins over a cache that
     /// has not seen the write yet.
     pub memo: Mutex<HashMap<String, status::CanaryStatus>>,
@@ -262,12 +266,28 @@ pub async fn run(config: Config) -> Result<()> {
         config.notifiers.cluster_name.clone(),
         crate::notify::delivery::Delivery::new(Default::default()),
     );
+    let (rollout_policies, rollout_writer) = reflector::store();
+    let (cluster_policies, cluster_writer) = reflector::store();
+    let maximums = crate::api::policy::Maximums {
+        deadline: config.policy_deadline,
+        memory: runtime.config().memory_limit,
+    };
+    let policies = Arc::new(policies::Policies::new(
+        client.clone(),
+        runtime.clone(),
+        judge,
+        maximums,
+        config.leader_election_namespace.clone(),
+        config.identity.clone(),
+        rollout_policies,
+        cluster_policies,
+    )?);
     let ctx = Arc::new(Context {
         recorder,
         alerts,
         client: client.clone(),
         http: webhooks::Clients::new()?,
-        judge,
+        policies: policies.clone(),
         routers,
         memo: Mutex::default(),
         telemetry: telemetry.clone(),
@@ -288,7 +308,53 @@ pub async fn run(config: Config) -> Result<()> {
     // On stopping the controller takes no new reconciles and waits for those
     // in progress: a step not yet recorded is abandoned at once (its status
     // was not written, so it was not taken), a recorded one is finished.
-    let run = controller(ctx.clone())
+    let (changed, policy_changes) = futures::channel::mpsc::unbounded();
+    let controller = controller(ctx.clone()).reconcile_all_on(policy_changes);
+    let canaries = controller.store();
+    let watchers = [
+        tokio::spawn(watch_policies(
+            api::<policies::objects::RolloutPolicyObject>(&client, &config.namespace),
+            rollout_writer,
+            policies.clone(),
+            changed.clone(),
+            canaries.clone(),
+            |o| {
+                policies::select::PolicyKey::namespaced(
+                    o.metadata.namespace.as_deref().unwrap_or(""),
+                    o.metadata.name.as_deref().unwrap_or(""),
+                )
+            },
+        )),
+        tokio::spawn(watch_policies(
+            Api::<policies::objects::ClusterRolloutPolicyObject>::all(client.clone()),
+            cluster_writer,
+            policies.clone(),
+            changed,
+            canaries.clone(),
+            |o| policies::select::PolicyKey::cluster(o.metadata.name.as_deref().unwrap_or("")),
+        )),
+        tokio::spawn(async move {
+            // Analyses end without a policy object changing: look again now and then.
+            let mut every = tokio::time::interval(EVICT_EVERY);
+            loop {
+                every.tick().await;
+                policies.evict(&canaries).await;
+            }
+        }),
+    ];
+    // Reconciles choose policies from the caches: let them fill first, or a
+    // Canary would take the built-in policy for one whose object is not read yet.
+    let filled = futures::future::join(
+        ctx.policies.namespaced.wait_until_ready(),
+        ctx.policies.cluster.wait_until_ready(),
+    );
+    if tokio::time::timeout(POLICY_CACHE_WAIT, filled)
+        .await
+        .is_err()
+    {
+        tracing::warn!("policy objects not listed within {POLICY_CACHE_WAIT:?}; Canaries use the built-in policy until they are");
+    }
+    let run = controller
         .graceful_shutdown_on(until_stopping(stopping.clone()))
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -319,7 +385,74 @@ pub async fn run(config: Config) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     server.abort();
+    watchers.iter().for_each(|w| w.abort());
     Ok(())
+}
+
+/// How long the start waits for the policy objects to be listed.
+const POLICY_CACHE_WAIT: Duration = Duration::from_secs(10);
+
+/// How often components no one refers to any more are dropped.
+const EVICT_EVERY: Duration = Duration::from_secs(30);
+
+/// Keeps a cache of policy objects of one kind; loads the component of each
+/// that changed and then requeues every Canary, so their next analysis uses
+/// it. A write of the object's own status loads nothing and requeues nothing.
+async fn watch_policies<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    policies: Arc<policies::Policies>,
+    changed: futures::channel::mpsc::UnboundedSender<()>,
+    canaries: Store<CanaryObject>,
+    key: fn(&K) -> policies::select::PolicyKey,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let store = writer.as_reader();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    futures::pin_mut!(stream);
+    let mut said = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            // Listed objects reach the cache at InitDone, below.
+            Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
+            Ok(watcher::Event::Apply(o)) => {
+                if policies.refresh(&key(&o)).await {
+                    let _ = changed.unbounded_send(());
+                }
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                policies.evict(&canaries).await;
+                let _ = changed.unbounded_send(());
+            }
+            Ok(watcher::Event::InitDone) => {
+                // The cache holds a (re)list only from here on: load what it holds.
+                let mut changed_any = false;
+                for o in store.state() {
+                    changed_any |= policies.refresh(&key(&o)).await;
+                }
+                policies.evict(&canaries).await;
+                if changed_any {
+                    let _ = changed.unbounded_send(());
+                }
+            }
+            Err(e) => {
+                // Without the policy CRDs every Canary falls back to the
+                // built-in policy; say so once.
+                if !said {
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "cannot watch policy objects (are the policies.fledge.dev CRDs installed?); Canaries use the built-in policy until they can be read");
+                    said = true;
+                }
+            }
+        }
+    }
 }
 
 async fn signal() {

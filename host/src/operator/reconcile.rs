@@ -15,6 +15,7 @@
 //! actions are carried out again and its Events not yet published are.
 use super::events::{self, Delivery};
 use super::metrics::Checker;
+use super::policies::{self, Chosen};
 use super::resource::CanaryObject;
 use super::router::{self, RouteTarget};
 use super::status::{self, CanaryStatus, Op, PendingAction, PendingStep, VALID};
@@ -88,6 +89,24 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     if obj.metadata.deletion_timestamp.is_some() {
         return finalize(&obj, &ctx, &api, &rollout, router).await;
     }
+    // The policy in force now; an analysis in flight may keep its own (below).
+    let selected = match policies::select::select(obj.namespace(), spec.policy.as_ref(), |k| {
+        ctx.policies.exists(k)
+    }) {
+        Ok(s) => s,
+        Err(issue) => return invalid(&obj, &ctx, &api, &status, vec![issue], now).await,
+    };
+    let current = match ctx.policies.current(&selected).await {
+        Ok(c) => c,
+        Err(problem) => {
+            let issue = Issue {
+                field: "spec.policy".into(),
+                problem,
+                fix: "fix the policy object, or choose another in spec.policy".into(),
+            };
+            return invalid(&obj, &ctx, &api, &status, vec![issue], now).await;
+        }
+    };
     let revert = spec.revert_on_deletion.unwrap_or(false);
     if revert != has_finalizer(&obj) {
         set_finalizer(&api, &obj, revert).await?;
@@ -201,7 +220,8 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
             .unwrap_or(&ctx.config.metrics_server),
         telemetry: &ctx.telemetry,
     };
-    let judge = ctx.telemetry.judge(&ctx.judge);
+    let chosen = pin_policy(&ctx, &obj, &status, old.phase, new_revision, current).await;
+    let judge = ctx.telemetry.judge(&chosen.policy);
     let decide = async {
         loop {
             match core::step(&rollout, &old, &o, &judge) {
@@ -233,8 +253,11 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     if next.condition(VALID).is_some_and(|c| c.status != "True") {
         next.set_condition(VALID, "True", "Valid", "", now);
     }
+    next.policy = Some(chosen.record.clone());
     let step = next.last_step_time.clone().unwrap_or_default();
-    next.pending_step = Some(doing.record(&step, &tick).await);
+    let mut pending = doing.record(&step, &tick).await;
+    pending.attribute(&chosen.record);
+    next.pending_step = Some(pending);
     let patch = status::merge_patch(&status, &next);
     status::write(&api, obj.name(), &patch).await?;
     ctx.memo.lock().await.insert(uid, next.clone());
@@ -252,6 +275,53 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         interval,
         Timestamp::now(),
     )))
+}
+
+/// The policy that judges this step. An analysis in flight (and not
+/// restarted by a new revision) keeps the digest it pinned in
+/// `status.policy`; any other step takes the policy in force now. When the
+/// pinned component can no longer be had (its bytes changed in place and the
+/// operator restarted) the analysis goes on under the current policy, and a
+/// Warning Event says so.
+async fn pin_policy(
+    ctx: &Context,
+    obj: &CanaryObject,
+    status: &CanaryStatus,
+    phase: Phase,
+    new_revision: bool,
+    current: Chosen,
+) -> Chosen {
+    let in_flight = matches!(
+        phase,
+        Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
+    ) && !new_revision;
+    let Some(pinned) = status.policy.as_ref().filter(|_| in_flight) else {
+        return current;
+    };
+    if pinned.digest == current.record.digest && pinned.name == current.record.name {
+        return current;
+    }
+    if let Some(policy) = ctx.policies.pinned(pinned).await {
+        return Chosen {
+            record: pinned.clone(),
+            policy,
+        };
+    }
+    let text = format!(
+        "Policy component {} of {} {} is no longer available; the analysis of {} goes on under {} {} ({})",
+        pinned.digest,
+        pinned.kind,
+        pinned.name,
+        obj.id(),
+        current.record.kind,
+        current.record.name,
+        current.record.digest
+    );
+    ctx.recorder
+        .publish(obj, true, "PolicyUnavailable", &text)
+        .await;
+    events::log(obj, true, &text);
+    current
 }
 
 /// Flagger's series of a step whose status is written: the phase as
@@ -491,7 +561,7 @@ impl Doing<'_> {
                             tracing::warn!(canary = %self.obj.id(), namespace = self.obj.namespace(), error = %err, "writing an Event failed")
                         }
                     }
-                    events::log(self.obj, e.warning, e.log_message());
+                    events::log_decision(self.obj, e.warning, e.log_message(), e.policy.as_ref());
                     forward_event(self.ctx, self.rollout, phase, status, e.warning, &e.message)
                         .await;
                 }

@@ -82,6 +82,9 @@ pub struct CanaryStatus {
     pub last_step_time: Option<String>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// Fledge: the policy that judges the analysis, pinned when it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyInForce>,
     /// Fledge: the last step, while its actions are being carried out. A
     /// reconcile that finds it finishes that step instead of taking another.
     #[serde(
@@ -90,6 +93,19 @@ pub struct CanaryStatus {
         deserialize_with = "lenient"
     )]
     pub pending_step: Option<PendingStep>,
+}
+
+/// The policy object (or the built-in fallback) in force for a Canary, and
+/// the digest of its component. An analysis keeps the digest it started with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyInForce {
+    /// `RolloutPolicy`, `ClusterRolloutPolicy`, or `Builtin` when no policy
+    /// object applies.
+    pub kind: String,
+    pub name: String,
+    /// `sha256:<hex>` of the component.
+    pub digest: String,
 }
 
 /// A record that does not parse (edited by hand) is dropped rather than
@@ -130,6 +146,18 @@ pub struct PendingStep {
     /// before they are called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_rollout: Option<PendingPostRollout>,
+}
+
+impl PendingStep {
+    /// Marks every Event of the step as the decision of `policy`.
+    pub fn attribute(&mut self, policy: &PolicyInForce) {
+        let then = self.post_rollout.iter_mut().flat_map(|p| p.then.iter_mut());
+        for a in self.actions.iter_mut().chain(then) {
+            if let Some(e) = a.event.as_mut() {
+                e.policy = Some(policy.clone());
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -217,6 +245,10 @@ pub struct PendingEvent {
     /// between two steps' Events is the time between the steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// The policy whose decision this Event reports: the Event carries it in
+    /// its annotations, the log line in its `policy` and `digest` fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyInForce>,
 }
 
 fn one() -> i32 {
@@ -286,6 +318,7 @@ impl PendingAction {
                         name,
                         count,
                         at: None,
+                        policy: None,
                     }),
                     ..of(ActionKind::Event)
                 }

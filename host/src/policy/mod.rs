@@ -272,6 +272,30 @@ impl PolicyRuntime {
     }
 
     /// Compiles (once per digest) and links a policy component.
+    /// Drops compiled components whose digest `keep` refuses; policies
+    /// already loaded from them keep working.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.shared
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|digest, _| keep(digest));
+    }
+
+    /// Digests of the compiled components held.
+    pub fn cached(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .shared
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn load(&self, bytes: &[u8]) -> Result<Policy, PolicyError> {
         let digest = digest(bytes);
         let cached = self
@@ -304,6 +328,8 @@ impl PolicyRuntime {
                 digest,
                 pre,
                 shared: Arc::clone(&self.shared),
+                deadline: None,
+                memory_limit: None,
             }),
         })
     }
@@ -382,6 +408,9 @@ struct PolicyInner {
     digest: String,
     pre: RolloutPolicyPre<PolicyState>,
     shared: Arc<Shared>,
+    /// Tighter bounds than the runtime's, for this policy alone.
+    deadline: Option<Duration>,
+    memory_limit: Option<usize>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -396,6 +425,29 @@ impl Policy {
     /// `sha256:<hex>` of the component's bytes.
     pub fn digest(&self) -> &str {
         &self.inner.digest
+    }
+
+    /// This policy with a decision deadline and a memory limit of its own;
+    /// each is capped by the runtime's (and a deadline only applies to a
+    /// runtime that runs on one, not on fuel).
+    pub fn with_limits(&self, deadline: Option<Duration>, memory: Option<u64>) -> Policy {
+        let shared = &self.inner.shared;
+        let deadline = match (shared.config.budget, deadline) {
+            (Budget::Deadline(max), Some(d)) => Some(d.min(max)),
+            _ => None,
+        };
+        let memory_limit = memory
+            .and_then(|m| usize::try_from(m).ok())
+            .map(|m| m.min(shared.memory_limit));
+        Policy {
+            inner: Arc::new(PolicyInner {
+                digest: self.inner.digest.clone(),
+                pre: self.inner.pre.clone(),
+                shared: Arc::clone(shared),
+                deadline,
+                memory_limit,
+            }),
+        }
     }
 
     /// Runs one decision in a fresh instance and validates it against
@@ -442,12 +494,16 @@ impl Policy {
         let _slot = shared.slots.acquire();
         let mut store = Store::new(
             &shared.engine,
-            PolicyState::new(shared.memory_limit, shared.config.log),
+            PolicyState::new(
+                self.inner.memory_limit.unwrap_or(shared.memory_limit),
+                shared.config.log,
+            ),
         );
         store.limiter(|state| &mut state.memory);
         // Set before instantiation, so start functions are bounded too.
         match shared.config.budget {
             Budget::Deadline(deadline) => {
+                let deadline = self.inner.deadline.unwrap_or(deadline);
                 store.set_epoch_deadline(deadline_ticks(deadline));
                 store.epoch_deadline_trap();
             }
@@ -466,7 +522,17 @@ impl Policy {
         self.emit_log(&input.canary, store.data());
         match result {
             Ok(decision) => Ok(bindings::decision_from_wit(decision)),
-            Err(err) => Err(classify(err, store.data(), &shared.config)),
+            Err(err) => {
+                // Errors state the bounds this policy ran under.
+                let mut config = shared.config.clone();
+                if let (Some(d), Budget::Deadline(_)) = (self.inner.deadline, config.budget) {
+                    config.budget = Budget::Deadline(d);
+                }
+                if let Some(m) = self.inner.memory_limit {
+                    config.memory_limit = m as u64;
+                }
+                Err(classify(err, store.data(), &config))
+            }
         }
     }
 

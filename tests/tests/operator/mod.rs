@@ -28,6 +28,7 @@ mod crash;
 mod crds;
 mod loadtester;
 mod loadtester_local;
+mod policies;
 mod telemetry;
 mod tracking;
 
