@@ -221,7 +221,8 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         telemetry: &ctx.telemetry,
     };
     let chosen = pin_policy(&ctx, &obj, &status, old.phase, new_revision, current).await;
-    let judge = ctx.telemetry.judge(&chosen.policy);
+    let policy_label = super::telemetry::policy_label(&chosen.record, obj.namespace());
+    let judge = ctx.telemetry.judge(&chosen.policy, &policy_label);
     let decide = async {
         loop {
             match core::step(&rollout, &old, &o, &judge) {

@@ -397,17 +397,25 @@ impl Telemetry {
             .observe(took.as_secs_f64());
     }
 
-    /// The policy as a [`Judge`] whose decisions are counted and timed.
-    pub fn judge<'a>(&'a self, policy: &'a Policy) -> Recorded<'a> {
+    /// The policy as a [`Judge`] whose decisions are counted and timed under
+    /// `name` (see [`policy_label`]).
+    pub fn judge<'a>(&'a self, policy: &'a Policy, name: &'a str) -> Recorded<'a> {
         Recorded {
             policy,
+            name,
             telemetry: self,
         }
     }
 
-    fn decided(&self, policy: &Policy, result: &Result<Decision, PolicyError>, took: Duration) {
+    fn decided(
+        &self,
+        policy: &Policy,
+        name: &str,
+        result: &Result<Decision, PolicyError>,
+        took: Duration,
+    ) {
         let labels = PolicyLabels {
-            policy: BUILTIN_POLICY.to_string(),
+            policy: name.to_string(),
             digest: policy.digest().to_string(),
         };
         self.decision_seconds
@@ -498,7 +506,19 @@ pub fn error_kind(e: &PolicyError) -> &'static str {
 /// A policy whose decisions go into [`Telemetry`].
 pub struct Recorded<'a> {
     policy: &'a Policy,
+    name: &'a str,
     telemetry: &'a Telemetry,
+}
+
+/// The `policy` label of a policy in force: `builtin` without a policy
+/// object, else `RolloutPolicy/<namespace>/<name>` or
+/// `ClusterRolloutPolicy/<name>`.
+pub fn policy_label(record: &crate::operator::status::PolicyInForce, namespace: &str) -> String {
+    match record.kind.as_str() {
+        "RolloutPolicy" => format!("RolloutPolicy/{namespace}/{}", record.name),
+        "ClusterRolloutPolicy" => format!("ClusterRolloutPolicy/{}", record.name),
+        _ => BUILTIN_POLICY.to_string(),
+    }
 }
 
 impl Judge for Recorded<'_> {
@@ -506,7 +526,7 @@ impl Judge for Recorded<'_> {
         let started = Instant::now();
         let result = self.policy.evaluate(input);
         self.telemetry
-            .decided(self.policy, &result, started.elapsed());
+            .decided(self.policy, self.name, &result, started.elapsed());
         result.map_err(|e| JudgeError(e.to_string()))
     }
 }
@@ -712,10 +732,10 @@ mod tests {
             sample(&zero, "fledge_policy_errors_total{kind=\"trap\"}"),
             Some(0.0)
         );
-        let promoted = simulate(&t.judge(&builtin), PROMOTE);
+        let promoted = simulate(&t.judge(&builtin, BUILTIN_POLICY), PROMOTE);
         assert_eq!(promoted.phase, Phase::Succeeded);
         let after_promotion = t.encode();
-        let rolled_back = simulate(&t.judge(&builtin), ROLLBACK);
+        let rolled_back = simulate(&t.judge(&builtin, BUILTIN_POLICY), ROLLBACK);
         assert_eq!(rolled_back.phase, Phase::Failed);
         let text = t.encode();
         for line in [
@@ -766,7 +786,7 @@ mod tests {
             let path =
                 std::path::Path::new(env!("FLEDGE_FIXTURE_DIR")).join(format!("{fixture}.wasm"));
             let policy = runtime.load(&std::fs::read(&path).unwrap()).unwrap();
-            let report = simulate(&t.judge(&policy), PROMOTE);
+            let report = simulate(&t.judge(&policy, "RolloutPolicy/test/hostile"), PROMOTE);
             assert_eq!(report.phase, Phase::Failed, "{fixture}");
             let text = t.encode();
             let failed = report
@@ -782,6 +802,37 @@ mod tests {
                 Some(failed),
                 "{fixture}: {text}"
             );
+            // Timed under the policy object's label, not the builtin's.
+            let series = format!(
+                "fledge_policy_decision_seconds_count{{policy=\"RolloutPolicy/test/hostile\",digest=\"{}\"}}",
+                policy.digest()
+            );
+            assert!(
+                sample(&text, &series).is_some_and(|n| n >= failed),
+                "{series} in\n{text}"
+            );
         }
+    }
+
+    #[test]
+    fn policy_labels_name_the_object_in_force() {
+        use crate::operator::status::PolicyInForce;
+        let record = |kind: &str, name: &str| PolicyInForce {
+            kind: kind.into(),
+            name: name.into(),
+            digest: "sha256:00".into(),
+        };
+        assert_eq!(
+            policy_label(&record("RolloutPolicy", "default"), "team-a"),
+            "RolloutPolicy/team-a/default"
+        );
+        assert_eq!(
+            policy_label(&record("ClusterRolloutPolicy", "default"), "team-a"),
+            "ClusterRolloutPolicy/default"
+        );
+        assert_eq!(
+            policy_label(&record("Builtin", "flagger"), "team-a"),
+            "builtin"
+        );
     }
 }
