@@ -10,6 +10,8 @@
 //! - [`status`], [`events`], [`log`]: what users see.
 //! - [`telemetry`]: the operator's own metrics on `/metrics`.
 //! - [`crd`]: the CRDs `fledge crds` prints.
+//! - [`cache`]: the watched objects reconciles read instead of GETs.
+pub mod cache;
 pub mod crd;
 pub mod events;
 pub mod log;
@@ -95,6 +97,8 @@ pub struct Context {
     pub telemetry: Arc<telemetry::Telemetry>,
     /// Becomes true on SIGTERM or when the Lease is lost.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Deployments, HPAs, Services and mesh objects as the watches see them.
+    pub cache: Arc<cache::Cache>,
 }
 
 impl Context {
@@ -198,6 +202,12 @@ pub async fn run(config: Config) -> Result<()> {
     telemetry.known_policy(&judge);
     let routers: Vec<Box<dyn router::Router>> =
         vec![Box::new(router::appmesh::AppMesh::new(client.clone()))];
+    let kinds: Vec<_> = routers.iter().flat_map(|r| r.kinds()).collect();
+    let (cache, writers) = cache::Cache::new(&kinds);
+    let cache = Arc::new(cache);
+    for r in &routers {
+        r.use_cache(cache.clone());
+    }
 
     // True once SIGTERM/SIGINT arrives (or the Lease is lost, below).
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -273,6 +283,7 @@ pub async fn run(config: Config) -> Result<()> {
         telemetry: telemetry.clone(),
         config: config.clone(),
         stopping: stopping.clone(),
+        cache,
     });
 
     if let Some((rx, _)) = &lease {
@@ -288,7 +299,7 @@ pub async fn run(config: Config) -> Result<()> {
     // On stopping the controller takes no new reconciles and waits for those
     // in progress: a step not yet recorded is abandoned at once (its status
     // was not written, so it was not taken), a recorded one is finished.
-    let run = controller(ctx.clone())
+    let run = controller(ctx.clone(), writers)
         .graceful_shutdown_on(until_stopping(stopping.clone()))
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -390,8 +401,9 @@ fn canaries_tracking(
 /// 8 gave 38 MiB but 209 s.
 const RECONCILE_CONCURRENCY: u16 = 16;
 
-fn controller(ctx: Arc<Context>) -> Controller<CanaryObject> {
+fn controller(ctx: Arc<Context>, writers: cache::Writers) -> Controller<CanaryObject> {
     let client = &ctx.client;
+    let writes = &ctx.cache.writes;
     let ns = &ctx.config.namespace;
     let wc = watcher::Config::default;
     // Reconciles are I/O-bound; a bounded number in flight keeps what they
@@ -403,10 +415,18 @@ fn controller(ctx: Arc<Context>) -> Controller<CanaryObject> {
     let store = c.store();
     ctx.telemetry.count_canaries(store.clone());
     c = c
-        .watches(api::<Deployment>(client, ns), wc(), {
-            let store = store.clone();
-            move |d| canaries_of_deployment(&store, &d)
-        })
+        .watches_stream(
+            cache::reflect(
+                api::<Deployment>(client, ns),
+                writers.deployments,
+                writes.clone(),
+                "Deployment".into(),
+            ),
+            {
+                let store = store.clone();
+                move |d| canaries_of_deployment(&store, &d)
+            },
+        )
         .watches(api::<ConfigMap>(client, ns), wc(), {
             let store = store.clone();
             move |cm| {
@@ -423,16 +443,25 @@ fn controller(ctx: Arc<Context>) -> Controller<CanaryObject> {
                 canaries_tracking(&store, &ns, &key)
             }
         })
-        .owns(api::<Service>(client, ns), wc())
-        .owns(api::<HorizontalPodAutoscaler>(client, ns), wc());
-    for r in &ctx.routers {
-        for ar in r.kinds() {
-            let api: Api<DynamicObject> = match ns {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-                None => Api::all_with(client.clone(), &ar),
-            };
-            c = c.owns_with(api, ar, wc());
-        }
+        .owns_stream(cache::reflect(
+            api::<Service>(client, ns),
+            writers.services,
+            writes.clone(),
+            "Service".into(),
+        ))
+        .owns_stream(cache::reflect(
+            api::<HorizontalPodAutoscaler>(client, ns),
+            writers.hpas,
+            writes.clone(),
+            "HorizontalPodAutoscaler".into(),
+        ));
+    for (ar, writer) in writers.mesh {
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let kind = ar.kind.clone();
+        c = c.owns_stream_with(cache::reflect(api, writer, writes.clone(), kind), ar);
     }
     c
 }
