@@ -71,7 +71,7 @@ impl Writes {
         }
     }
 
-    /// A watch event reached the store with the object at `resource_version`.
+    /// The store holds the object at `resource_version`.
     fn saw(&self, key: &str, resource_version: &str) {
         if let Some(w) = self.lock().get_mut(key) {
             if w.resource_version == resource_version {
@@ -221,6 +221,48 @@ where
     store
         .get(&ObjectRef::<K>::new_with(name, dyntype).within(ns))
         .and_then(|o| o.resource_version().map(|v| v.into_owned()))
+}
+
+/// Records a write of this process that left `name` at `rv` (`desired`:
+/// the fingerprint of an applied object). A write that changed nothing
+/// leaves the version the store may hold already: then it is current.
+pub fn note_write<K>(
+    store: &Store<K>,
+    writes: &Writes,
+    (kind, dyntype): (&str, <K as Lookup>::DynamicType),
+    ns: &str,
+    name: &str,
+    rv: Option<String>,
+    desired: Option<u64>,
+) where
+    K: Lookup + Clone + 'static,
+    <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let k = key(kind, ns, name);
+    writes.wrote(k.clone(), rv, desired);
+    // After the record, so a watch event in between is not missed.
+    if let Some(live) = live_version(store, ns, name, dyntype) {
+        writes.saw(&k, &live);
+    }
+}
+
+/// Records what a GET of `name` found (`rv`, `None` when there is none).
+pub fn note_read<K>(
+    store: &Store<K>,
+    writes: &Writes,
+    (kind, dyntype): (&str, <K as Lookup>::DynamicType),
+    ns: &str,
+    name: &str,
+    rv: Option<&str>,
+) where
+    K: Lookup + Clone + 'static,
+    <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let k = key(kind, ns, name);
+    writes.fetched(&k, rv);
+    if let Some(live) = live_version(store, ns, name, dyntype) {
+        writes.saw(&k, &live);
+    }
 }
 
 /// A watch of `api` that keeps `writer`'s store and tells `writes` what it

@@ -99,8 +99,7 @@ impl<'a> Workload<'a> {
         }
         let found = self.deployments().get_opt(name).await?;
         let rv = found.as_ref().and_then(|d| d.metadata.resource_version.as_deref());
-        c.writes
-            .fetched(&cache::key("Deployment", self.ns(), name), rv);
+        cache::note_read(&c.deployments, &c.writes, ("Deployment", ()), self.ns(), name, rv);
         Ok(found)
     }
 
@@ -114,15 +113,22 @@ impl<'a> Workload<'a> {
         let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
         let found = api.get_opt(name).await?;
         let rv = found.as_ref().and_then(|d| d.metadata.resource_version.as_deref());
-        c.writes.fetched(&cache::key(kind, self.ns(), name), rv);
+        cache::note_read(&c.hpas, &c.writes, (kind, ()), self.ns(), name, rv);
         Ok(found)
     }
 
     /// Remembers where a write left an object, so reads wait for the store to see it.
     fn wrote(&self, kind: &str, name: &str, rv: Option<String>, desired: Option<u64>) {
-        self.cache
-            .writes
-            .wrote(cache::key(kind, self.ns(), name), rv, desired);
+        let (c, ns) = (self.cache, self.ns());
+        match kind {
+            "Deployment" => {
+                cache::note_write(&c.deployments, &c.writes, (kind, ()), ns, name, rv, desired)
+            }
+            "HorizontalPodAutoscaler" => {
+                cache::note_write(&c.hpas, &c.writes, (kind, ()), ns, name, rv, desired)
+            }
+            _ => cache::note_write(&c.services, &c.writes, (kind, ()), ns, name, rv, desired),
+        }
     }
 
     /// Reads the target, the primary and the configs the target uses.

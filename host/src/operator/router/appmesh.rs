@@ -61,12 +61,11 @@ impl AppMesh {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let key = cache::key(&ar.kind, ns, &name);
         let desired = cache::fingerprint(&obj);
         let cache = self.cache.get();
         if let Some((c, store)) = cache.and_then(|c| Some((c, c.mesh.get(&ar.kind)?))) {
             let live = cache::live_version(store, ns, &name, ar.clone());
-            if c.writes.unchanged(&key, desired, live.as_deref()) {
+            if c.writes.unchanged(&cache::key(&ar.kind, ns, &name), desired, live.as_deref()) {
                 return Ok(());
             }
         }
@@ -79,9 +78,10 @@ impl AppMesh {
             )
             .await
             .with_context(|| format!("applying {} {name}.{ns}", ar.kind))?;
-        if let Some(c) = cache {
-            c.writes
-                .wrote(key, applied.metadata.resource_version, Some(desired));
+        if let Some((c, store)) = cache.and_then(|c| Some((c, c.mesh.get(&ar.kind)?))) {
+            let rv = applied.metadata.resource_version;
+            let kind = (ar.kind.as_str(), ar.clone());
+            cache::note_write(store, &c.writes, kind, ns, &name, rv, Some(desired));
         }
         Ok(())
     }
@@ -98,9 +98,10 @@ impl AppMesh {
             }
         }
         let found = self.api(&self.router, ns).get_opt(t.apex()).await?;
-        if let Some(c) = self.cache.get() {
+        if let Some((c, store)) = self.cache.get().and_then(|c| Some((c, c.mesh.get(kind)?))) {
             let rv = found.as_ref().and_then(|o| o.metadata.resource_version.as_deref());
-            c.writes.fetched(&cache::key(kind, ns, t.apex()), rv);
+            let kind = (kind.as_str(), self.router.clone());
+            cache::note_read(store, &c.writes, kind, ns, t.apex(), rv);
         }
         Ok(found.map(serde_json::to_value).transpose()?)
     }
