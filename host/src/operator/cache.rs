@@ -286,13 +286,7 @@ where
         .modify(|o: &mut K| o.managed_fields_mut().clear());
     reflector::reflector(writer, stream)
         .inspect_ok(move |ev| {
-            let k = |o: &K| {
-                key(
-                    &kind,
-                    o.namespace().as_deref().unwrap_or(""),
-                    &o.name_any(),
-                )
-            };
+            let k = |o: &K| key(&kind, o.namespace().as_deref().unwrap_or(""), &o.name_any());
             match ev {
                 watcher::Event::Apply(o) => {
                     writes.saw(&k(o), &ResourceExt::resource_version(o).unwrap_or_default())
@@ -310,4 +304,64 @@ where
             }
         })
         .touched_objects()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_is_current_for_an_object_once_it_has_seen_the_last_write() {
+        let w = Writes::default();
+        let k = key("Deployment", "test", "podinfo");
+        assert!(
+            w.caught_up(&k),
+            "never written: the store is as good as a GET"
+        );
+        w.wrote(k.clone(), Some("7".into()), None);
+        assert!(!w.caught_up(&k));
+        w.saw(&k, "6");
+        assert!(!w.caught_up(&k), "an older version is not the write");
+        w.saw(&k, "7");
+        assert!(w.caught_up(&k));
+        // A GET found someone else's write: current again once the store has it.
+        w.fetched(&k, Some("9"));
+        assert!(!w.caught_up(&k));
+        w.saw(&k, "9");
+        assert!(w.caught_up(&k));
+        // A write whose result is unknown trusts no earlier record.
+        w.wrote(k.clone(), None, None);
+        assert!(w.caught_up(&k));
+        w.wrote(k.clone(), Some("12".into()), None);
+        w.gone(&k);
+        assert!(w.caught_up(&k), "deleted: the store says so");
+    }
+
+    #[test]
+    fn an_apply_is_skipped_only_for_the_same_object_at_the_version_it_left() {
+        let w = Writes::default();
+        let k = key("Service", "test", "podinfo");
+        let desired =
+            fingerprint(&serde_json::json!({"spec": {"selector": {"app": "podinfo-primary"}}}));
+        let other = fingerprint(&serde_json::json!({"spec": {"selector": {"app": "podinfo"}}}));
+        assert_ne!(desired, other);
+        assert!(!w.unchanged(&k, desired, Some("3")), "never applied here");
+        w.wrote(k.clone(), Some("3".into()), Some(desired));
+        assert!(w.unchanged(&k, desired, Some("3")));
+        assert!(
+            !w.unchanged(&k, other, Some("3")),
+            "the desired object changed"
+        );
+        assert!(
+            !w.unchanged(&k, desired, Some("4")),
+            "someone changed the object"
+        );
+        assert!(
+            !w.unchanged(&k, desired, None),
+            "the object is gone (or not seen yet)"
+        );
+        // What a GET found instead of the apply's result: apply again.
+        w.fetched(&k, Some("5"));
+        assert!(!w.unchanged(&k, desired, Some("5")));
+    }
 }

@@ -92,14 +92,27 @@ impl<'a> Workload<'a> {
     /// when it may be behind, or says there is none (it may be new).
     async fn deployment(&self, name: &str) -> Result<Option<Deployment>, kube::Error> {
         let c = self.cache;
-        if let Cached::Known(Some(d)) =
-            cache::lookup(&c.deployments, &c.writes, ("Deployment", ()), self.ns(), name)
-        {
+        if let Cached::Known(Some(d)) = cache::lookup(
+            &c.deployments,
+            &c.writes,
+            ("Deployment", ()),
+            self.ns(),
+            name,
+        ) {
             return Ok(Some(d.as_ref().clone()));
         }
         let found = self.deployments().get_opt(name).await?;
-        let rv = found.as_ref().and_then(|d| d.metadata.resource_version.as_deref());
-        cache::note_read(&c.deployments, &c.writes, ("Deployment", ()), self.ns(), name, rv);
+        let rv = found
+            .as_ref()
+            .and_then(|d| d.metadata.resource_version.as_deref());
+        cache::note_read(
+            &c.deployments,
+            &c.writes,
+            ("Deployment", ()),
+            self.ns(),
+            name,
+            rv,
+        );
         Ok(found)
     }
 
@@ -107,12 +120,16 @@ impl<'a> Workload<'a> {
     async fn hpa(&self, name: &str) -> Result<Option<HorizontalPodAutoscaler>, kube::Error> {
         let c = self.cache;
         let kind = "HorizontalPodAutoscaler";
-        if let Cached::Known(Some(h)) = cache::lookup(&c.hpas, &c.writes, (kind, ()), self.ns(), name) {
+        if let Cached::Known(Some(h)) =
+            cache::lookup(&c.hpas, &c.writes, (kind, ()), self.ns(), name)
+        {
             return Ok(Some(h.as_ref().clone()));
         }
         let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
         let found = api.get_opt(name).await?;
-        let rv = found.as_ref().and_then(|d| d.metadata.resource_version.as_deref());
+        let rv = found
+            .as_ref()
+            .and_then(|d| d.metadata.resource_version.as_deref());
         cache::note_read(&c.hpas, &c.writes, (kind, ()), self.ns(), name, rv);
         Ok(found)
     }
@@ -292,7 +309,11 @@ impl<'a> Workload<'a> {
             let fingerprint = cache::fingerprint(&desired);
             let live = cache::live_version(&self.cache.services, self.ns(), &name, ());
             let k = cache::key("Service", self.ns(), &name);
-            if self.cache.writes.unchanged(&k, fingerprint, live.as_deref()) {
+            if self
+                .cache
+                .writes
+                .unchanged(&k, fingerprint, live.as_deref())
+            {
                 continue;
             }
             let applied = api
@@ -558,7 +579,12 @@ impl<'a> Workload<'a> {
             .with_context(|| {
                 format!("scaling {}.{} to {replicas} failed", r.target, r.namespace)
             })?;
-        self.wrote("Deployment", &r.target, scaled.metadata.resource_version, None);
+        self.wrote(
+            "Deployment",
+            &r.target,
+            scaled.metadata.resource_version,
+            None,
+        );
         Ok(())
     }
 

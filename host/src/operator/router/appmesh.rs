@@ -10,9 +10,9 @@
 //! events are trimmed (`"a, b"` would be rejected by the schema); the
 //! VirtualServices are kept in step like the other objects.
 use super::{RouteTarget, Router};
-use crate::operator::cache::{self, Cache, Cached};
 use crate::api::duration;
 use crate::core::Routes;
+use crate::operator::cache::{self, Cache, Cached};
 use anyhow::{Context, Result};
 use fledge_policy::{MatchRule, RoutePlan, StringMatch};
 use futures::future::BoxFuture;
@@ -65,7 +65,9 @@ impl AppMesh {
         let cache = self.cache.get();
         if let Some((c, store)) = cache.and_then(|c| Some((c, c.mesh.get(&ar.kind)?))) {
             let live = cache::live_version(store, ns, &name, ar.clone());
-            if c.writes.unchanged(&cache::key(&ar.kind, ns, &name), desired, live.as_deref()) {
+            if c.writes
+                .unchanged(&cache::key(&ar.kind, ns, &name), desired, live.as_deref())
+            {
                 return Ok(());
             }
         }
@@ -92,14 +94,20 @@ impl AppMesh {
         let kind = &self.router.kind;
         if let Some(c) = self.cache.get() {
             if let Some(store) = c.mesh.get(kind) {
-                if let Cached::Known(found) = cache::lookup(store, &c.writes, (kind, self.router.clone()), ns, t.apex()) {
-                    return Ok(found.map(|o| serde_json::to_value(o.as_ref())).transpose()?);
+                if let Cached::Known(found) =
+                    cache::lookup(store, &c.writes, (kind, self.router.clone()), ns, t.apex())
+                {
+                    return Ok(found
+                        .map(|o| serde_json::to_value(o.as_ref()))
+                        .transpose()?);
                 }
             }
         }
         let found = self.api(&self.router, ns).get_opt(t.apex()).await?;
         if let Some((c, store)) = self.cache.get().and_then(|c| Some((c, c.mesh.get(kind)?))) {
-            let rv = found.as_ref().and_then(|o| o.metadata.resource_version.as_deref());
+            let rv = found
+                .as_ref()
+                .and_then(|o| o.metadata.resource_version.as_deref());
             let kind = (kind.as_str(), self.router.clone());
             cache::note_read(store, &c.writes, kind, ns, t.apex(), rv);
         }
