@@ -129,6 +129,10 @@ pub struct Cache {
     pub deployments: Store<k8s_openapi::api::apps::v1::Deployment>,
     pub hpas: Store<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
     pub services: Store<k8s_openapi::api::core::v1::Service>,
+    /// ConfigMaps and Secrets without their data: its checksum instead
+    /// ([`DATA_CHECKSUM`]), all a reconcile reads of them.
+    pub configmaps: Store<k8s_openapi::api::core::v1::ConfigMap>,
+    pub secrets: Store<k8s_openapi::api::core::v1::Secret>,
     /// The routers' kinds, by kind name.
     pub mesh: HashMap<String, Store<kube::api::DynamicObject>>,
 }
@@ -138,6 +142,8 @@ pub struct Writers {
     pub deployments: Writer<k8s_openapi::api::apps::v1::Deployment>,
     pub hpas: Writer<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
     pub services: Writer<k8s_openapi::api::core::v1::Service>,
+    pub configmaps: Writer<k8s_openapi::api::core::v1::ConfigMap>,
+    pub secrets: Writer<k8s_openapi::api::core::v1::Secret>,
     pub mesh: Vec<(kube::api::ApiResource, Writer<kube::api::DynamicObject>)>,
 }
 
@@ -147,6 +153,8 @@ impl Cache {
         let (deployments, dw) = reflector::store();
         let (hpas, hw) = reflector::store();
         let (services, sw) = reflector::store();
+        let (configmaps, cw) = reflector::store();
+        let (secrets, xw) = reflector::store();
         let mut mesh = HashMap::new();
         let mut mesh_writers = Vec::new();
         for ar in kinds {
@@ -159,12 +167,16 @@ impl Cache {
             deployments,
             hpas,
             services,
+            configmaps,
+            secrets,
             mesh,
         };
         let writers = Writers {
             deployments: dw,
             hpas: hw,
             services: sw,
+            configmaps: cw,
+            secrets: xw,
             mesh: mesh_writers,
         };
         (cache, writers)
@@ -265,6 +277,43 @@ pub fn note_read<K>(
     }
 }
 
+/// The annotation a cached ConfigMap or Secret carries instead of its data:
+/// [`crate::core::revision::config_checksum`] of it. Only in this process' stores.
+pub const DATA_CHECKSUM: &str = "fledge.app/cached-data-checksum";
+
+/// What the stores keep of a ConfigMap: no data, no copy of it in the last
+/// applied configuration.
+pub fn strip_configmap(cm: &mut k8s_openapi::api::core::v1::ConfigMap) {
+    let checksum = crate::core::revision::config_checksum(
+        &serde_json::to_value(&cm.data).unwrap_or(Value::Null),
+    );
+    cm.data = None;
+    cm.binary_data = None;
+    keep_checksum(&mut cm.metadata, checksum);
+}
+
+/// What the stores keep of a Secret, as of a ConfigMap.
+pub fn strip_secret(s: &mut k8s_openapi::api::core::v1::Secret) {
+    let checksum = crate::core::revision::config_checksum(
+        &serde_json::to_value(&s.data).unwrap_or(Value::Null),
+    );
+    s.data = None;
+    s.string_data = None;
+    keep_checksum(&mut s.metadata, checksum);
+}
+
+fn keep_checksum(
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    checksum: String,
+) {
+    let annotations = meta.annotations.get_or_insert_with(Default::default);
+    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    annotations.insert(DATA_CHECKSUM.into(), checksum);
+}
+
+/// Leaves an object as it is in the store.
+pub fn keep<K>(_: &mut K) {}
+
 /// A watch of `api` that keeps `writer`'s store and tells `writes` what it
 /// has seen; yields the objects touched, as the controller's own watches do.
 pub fn reflect<K>(
@@ -272,6 +321,7 @@ pub fn reflect<K>(
     writer: Writer<K>,
     writes: Arc<Writes>,
     kind: String,
+    strip: fn(&mut K),
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource + Lookup + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -283,7 +333,10 @@ where
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         // Nobody reads them; they are a large part of every object.
-        .modify(|o: &mut K| o.managed_fields_mut().clear());
+        .modify(move |o: &mut K| {
+            o.managed_fields_mut().clear();
+            strip(o);
+        });
     reflector::reflector(writer, stream)
         .inspect_ok(move |ev| {
             let k = |o: &K| key(&kind, o.namespace().as_deref().unwrap_or(""), &o.name_any());

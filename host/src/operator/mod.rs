@@ -421,39 +421,60 @@ fn controller(ctx: Arc<Context>, writers: cache::Writers) -> Controller<CanaryOb
                 writers.deployments,
                 writes.clone(),
                 "Deployment".into(),
+                cache::keep,
             ),
             {
                 let store = store.clone();
                 move |d| canaries_of_deployment(&store, &d)
             },
         )
-        .watches(api::<ConfigMap>(client, ns), wc(), {
-            let store = store.clone();
-            move |cm| {
-                let ns = cm.metadata.namespace.clone().unwrap_or_default();
-                let key = format!("configmap/{}", cm.metadata.name.as_deref().unwrap_or(""));
-                canaries_tracking(&store, &ns, &key)
-            }
-        })
-        .watches(api::<Secret>(client, ns), wc(), {
-            let store = store.clone();
-            move |s| {
-                let ns = s.metadata.namespace.clone().unwrap_or_default();
-                let key = format!("secret/{}", s.metadata.name.as_deref().unwrap_or(""));
-                canaries_tracking(&store, &ns, &key)
-            }
-        })
+        .watches_stream(
+            cache::reflect(
+                api::<ConfigMap>(client, ns),
+                writers.configmaps,
+                writes.clone(),
+                "ConfigMap".into(),
+                cache::strip_configmap,
+            ),
+            {
+                let store = store.clone();
+                move |cm: ConfigMap| {
+                    let ns = cm.metadata.namespace.clone().unwrap_or_default();
+                    let key = format!("configmap/{}", cm.metadata.name.as_deref().unwrap_or(""));
+                    canaries_tracking(&store, &ns, &key)
+                }
+            },
+        )
+        .watches_stream(
+            cache::reflect(
+                api::<Secret>(client, ns),
+                writers.secrets,
+                writes.clone(),
+                "Secret".into(),
+                cache::strip_secret,
+            ),
+            {
+                let store = store.clone();
+                move |s: Secret| {
+                    let ns = s.metadata.namespace.clone().unwrap_or_default();
+                    let key = format!("secret/{}", s.metadata.name.as_deref().unwrap_or(""));
+                    canaries_tracking(&store, &ns, &key)
+                }
+            },
+        )
         .owns_stream(cache::reflect(
             api::<Service>(client, ns),
             writers.services,
             writes.clone(),
             "Service".into(),
+            cache::keep,
         ))
         .owns_stream(cache::reflect(
             api::<HorizontalPodAutoscaler>(client, ns),
             writers.hpas,
             writes.clone(),
             "HorizontalPodAutoscaler".into(),
+            cache::keep,
         ));
     for (ar, writer) in writers.mesh {
         let api: Api<DynamicObject> = match ns {
@@ -461,7 +482,10 @@ fn controller(ctx: Arc<Context>, writers: cache::Writers) -> Controller<CanaryOb
             None => Api::all_with(client.clone(), &ar),
         };
         let kind = ar.kind.clone();
-        c = c.owns_stream_with(cache::reflect(api, writer, writes.clone(), kind), ar);
+        c = c.owns_stream_with(
+            cache::reflect(api, writer, writes.clone(), kind, cache::keep),
+            ar,
+        );
     }
     c
 }

@@ -205,20 +205,13 @@ impl<'a> Workload<'a> {
     async fn configs(&self, template: &Value) -> Result<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         for (kind, name, optional) in config_refs(template) {
-            let obj: Option<Value> = match kind {
-                ConfigKind::ConfigMap => {
-                    Api::<ConfigMap>::namespaced(self.client.clone(), self.ns())
-                        .get_opt(&name)
-                        .await?
-                        .map(|c| serde_json::to_value(c).unwrap_or_default())
-                }
-                ConfigKind::Secret => Api::<Secret>::namespaced(self.client.clone(), self.ns())
-                    .get_opt(&name)
-                    .await?
-                    .map(|c| serde_json::to_value(c).unwrap_or_default()),
+            let c = self.cache;
+            let found = match kind {
+                ConfigKind::ConfigMap => self.config(&c.configmaps, "ConfigMap", &name).await?,
+                ConfigKind::Secret => self.config(&c.secrets, "Secret", &name).await?,
             };
             let key = format!("{}/{name}", kind.key());
-            let Some(obj) = obj else {
+            let Some((obj, checksum)) = found else {
                 if optional {
                     continue;
                 }
@@ -232,10 +225,49 @@ impl<'a> Workload<'a> {
             if !tracked(kind, &obj) {
                 continue;
             }
-            let data = obj.get("data").cloned().unwrap_or(Value::Null);
-            out.insert(key, revision::config_checksum(&data));
+            out.insert(key, checksum);
         }
         Ok(out)
+    }
+
+    /// A ConfigMap or Secret and the checksum of its data: from the store
+    /// (which keeps only the checksum) when it has it, else read.
+    async fn config<K>(
+        &self,
+        store: &kube::runtime::reflector::Store<K>,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<(Value, String)>>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug
+            + 'static,
+    {
+        let cached = cache::lookup(store, &self.cache.writes, (kind, ()), self.ns(), name);
+        if let Cached::Known(Some(o)) = cached {
+            let checksum = o
+                .meta()
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(cache::DATA_CHECKSUM))
+                .cloned();
+            if let Some(checksum) = checksum {
+                return Ok(Some((serde_json::to_value(o.as_ref())?, checksum)));
+            }
+        }
+        let found = Api::<K>::namespaced(self.client.clone(), self.ns())
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading {kind} {name}.{}", self.ns()))?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let obj = serde_json::to_value(found)?;
+        let checksum = revision::config_checksum(&obj.get("data").cloned().unwrap_or(Value::Null));
+        Ok(Some((obj, checksum)))
     }
 
     /// Readiness of a Deployment as the core judges it.
