@@ -1,6 +1,7 @@
 //! What the operator reads on every reconcile, served from the watches the
 //! controller runs anyway instead of a GET each time: Deployments, HPAs,
-//! Services and the routers' mesh objects, each in a reflector store.
+//! Services, ConfigMaps and Secrets (without their data) and the routers'
+//! mesh objects, each in a reflector store.
 //!
 //! A store lags behind the API server. [`Writes`] remembers the
 //! resourceVersion of every write this process made, so a read prefers the
@@ -313,6 +314,14 @@ fn keep_checksum(
 
 /// Leaves an object as it is in the store.
 pub fn keep<K>(_: &mut K) {}
+
+/// Drops the copy of the object kubectl keeps in an annotation, which nothing
+/// generated from a Deployment or HPA carries over.
+pub fn strip_last_applied<K: Resource>(o: &mut K) {
+    if let Some(a) = o.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
 
 /// A watch of `api` that keeps `writer`'s store and tells `writes` what it
 /// has seen; yields the objects touched, as the controller's own watches do.

@@ -97,7 +97,7 @@ pub struct Context {
     pub telemetry: Arc<telemetry::Telemetry>,
     /// Becomes true on SIGTERM or when the Lease is lost.
     pub stopping: tokio::sync::watch::Receiver<bool>,
-    /// Deployments, HPAs, Services and mesh objects as the watches see them.
+    /// Deployments, HPAs, Services, configs and mesh objects as the watches see them.
     pub cache: Arc<cache::Cache>,
 }
 
@@ -421,7 +421,7 @@ fn controller(ctx: Arc<Context>, writers: cache::Writers) -> Controller<CanaryOb
                 writers.deployments,
                 writes.clone(),
                 "Deployment".into(),
-                cache::keep,
+                cache::strip_last_applied,
             ),
             {
                 let store = store.clone();
@@ -474,7 +474,7 @@ fn controller(ctx: Arc<Context>, writers: cache::Writers) -> Controller<CanaryOb
             writers.hpas,
             writes.clone(),
             "HorizontalPodAutoscaler".into(),
-            cache::keep,
+            cache::strip_last_applied,
         ));
     for (ar, writer) in writers.mesh {
         let api: Api<DynamicObject> = match ns {
