@@ -632,9 +632,8 @@ impl<'a> Workload<'a> {
         let replicas = if current > 0 {
             current
         } else if let Some(hpa) = &self.rollout.autoscaler {
-            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
-            let min = api
-                .get_opt(hpa)
+            let min = self
+                .hpa(hpa)
                 .await?
                 .and_then(|h| h.spec)
                 .and_then(|s| s.min_replicas)
