@@ -6,6 +6,11 @@
 #
 #   scripts/bench-operator.sh [fledge|flagger] [N]      # defaults: fledge 100
 #
+# FLEDGE_BENCH_PROFILE=debug benches the debug build instead of an optimised one (the release
+# build takes long; the request counts are the same, CPU seconds are not comparable).
+# FLEDGE_BIN=<path> benches that fledge binary as it is (e.g. a copy of an older build) and
+# builds nothing (the cluster binaries must be built). FLEDGE_BENCH_TAG=<tag> names the output
+# directory target/bench-operator/<op>-<N>-<tag>.
 # Flagger is the binary scripts/flagger-diff.sh builds. Not part of .ci/run.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -14,13 +19,22 @@ op="${1:-fledge}"
 n="${2:-100}"
 cache="${FLEDGE_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fledge}"
 flagger="$cache/flagger-v1.44.0/flagger"
-out="$root/target/bench-operator/$op-$n"
+profile="${FLEDGE_BENCH_PROFILE:-release}"
+out="$root/target/bench-operator/$op-$n${FLEDGE_BENCH_TAG:+-$FLEDGE_BENCH_TAG}"
 
 tests/cluster/build.sh
-cargo build --quiet --workspace --bins
-# The operator as users run it: optimised.
-[[ "$op" == flagger ]] || cargo build --quiet --release -p fledge --bin fledge
 target_dir="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)"
+if [[ -n "${FLEDGE_BIN:-}" ]]; then
+  fledge_bin="$FLEDGE_BIN"
+  profile="given"
+else
+  cargo build --quiet --workspace --bins
+  # The operator as users run it: optimised, unless asked for the debug build.
+  if [[ "$op" != flagger && "$profile" != debug ]]; then
+    cargo build --quiet --release -p fledge --bin fledge
+  fi
+  fledge_bin="$target_dir/$profile/fledge"
+fi
 cluster_bin="$target_dir/debug/fledge-cluster"
 kubectl_bin="$(ls -d "$cache"/k8s-*/bin | tail -n 1)/kubectl"
 rm -rf "$out"
@@ -64,7 +78,7 @@ if [[ "$op" == flagger ]]; then
   "$flagger" -kubeconfig "$KUBECONFIG" -metrics-server "$PROMETHEUS_URL" \
     -mesh-provider appmesh:v1beta2 -log-level info >"$out/operator.log" 2>&1 &
 else
-  "$target_dir/release/fledge" operator --kubeconfig "$KUBECONFIG" --metrics-server "$PROMETHEUS_URL" \
+  "$fledge_bin" operator --kubeconfig "$KUBECONFIG" --metrics-server "$PROMETHEUS_URL" \
     --leader-election=false --listen-address 127.0.0.1:0 >"$out/operator.log" 2>&1 &
 fi
 pid=$!
@@ -108,7 +122,9 @@ advances="$("${k[@]}" get events -A --field-selector involvedObject.kind=Canary 
   jq '[.items[] | select(.message | test("Advance .* canary weight")) | (.series.count // .count // 1)] | add // 0')"
 steps=$((n * 6))
 {
-  echo "# $op, $n Canaries ($(git rev-parse --short HEAD))"
+  build=""
+  [[ "$op" == flagger ]] || build=", $profile build $fledge_bin"
+  echo "# $op, $n Canaries ($(git rev-parse --short HEAD)$build)"
   echo "bootstrap of all: ${bootstrap_s} s; set image to all Succeeded: ${promote_s} s"
   echo "peak RSS: $((hwm / 1024)) MiB"
   echo "CPU during the promotion: $(echo "$cpu1 - $cpu0" | bc) s over ~$steps steps ($advances weight advances seen):" \

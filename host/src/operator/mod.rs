@@ -11,6 +11,8 @@
 //! - [`status`], [`events`], [`log`]: what users see.
 //! - [`telemetry`]: the operator's own metrics on `/metrics`.
 //! - [`crd`]: the CRDs `fledge crds` prints.
+//! - [`cache`]: the watched objects reconciles read instead of GETs.
+pub mod cache;
 pub mod crd;
 pub mod events;
 pub mod log;
@@ -99,6 +101,8 @@ pub struct Context {
     pub telemetry: Arc<telemetry::Telemetry>,
     /// Becomes true on SIGTERM or when the Lease is lost.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Deployments, HPAs, Services, configs and mesh objects as the watches see them.
+    pub cache: Arc<cache::Cache>,
 }
 
 impl Context {
@@ -202,6 +206,12 @@ pub async fn run(config: Config) -> Result<()> {
     telemetry.known_policy(&judge);
     let routers: Vec<Box<dyn router::Router>> =
         vec![Box::new(router::appmesh::AppMesh::new(client.clone()))];
+    let kinds: Vec<_> = routers.iter().flat_map(|r| r.kinds()).collect();
+    let (cache, writers) = cache::Cache::new(&kinds);
+    let cache = Arc::new(cache);
+    for r in &routers {
+        r.use_cache(cache.clone());
+    }
 
     // True once SIGTERM/SIGINT arrives (or the Lease is lost, below).
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -293,6 +303,7 @@ pub async fn run(config: Config) -> Result<()> {
         telemetry: telemetry.clone(),
         config: config.clone(),
         stopping: stopping.clone(),
+        cache,
     });
 
     if let Some((rx, _)) = &lease {
@@ -309,7 +320,7 @@ pub async fn run(config: Config) -> Result<()> {
     // in progress: a step not yet recorded is abandoned at once (its status
     // was not written, so it was not taken), a recorded one is finished.
     let (changed, policy_changes) = futures::channel::mpsc::unbounded();
-    let controller = controller(ctx.clone()).reconcile_all_on(policy_changes);
+    let controller = controller(ctx.clone(), writers).reconcile_all_on(policy_changes);
     let canaries = controller.store();
     let watchers = [
         tokio::spawn(watch_policies(
@@ -523,8 +534,9 @@ fn canaries_tracking(
 /// 8 gave 38 MiB but 209 s.
 const RECONCILE_CONCURRENCY: u16 = 16;
 
-fn controller(ctx: Arc<Context>) -> Controller<CanaryObject> {
+fn controller(ctx: Arc<Context>, writers: cache::Writers) -> Controller<CanaryObject> {
     let client = &ctx.client;
+    let writes = &ctx.cache.writes;
     let ns = &ctx.config.namespace;
     let wc = watcher::Config::default;
     // Reconciles are I/O-bound; a bounded number in flight keeps what they
@@ -536,36 +548,77 @@ fn controller(ctx: Arc<Context>) -> Controller<CanaryObject> {
     let store = c.store();
     ctx.telemetry.count_canaries(store.clone());
     c = c
-        .watches(api::<Deployment>(client, ns), wc(), {
-            let store = store.clone();
-            move |d| canaries_of_deployment(&store, &d)
-        })
-        .watches(api::<ConfigMap>(client, ns), wc(), {
-            let store = store.clone();
-            move |cm| {
-                let ns = cm.metadata.namespace.clone().unwrap_or_default();
-                let key = format!("configmap/{}", cm.metadata.name.as_deref().unwrap_or(""));
-                canaries_tracking(&store, &ns, &key)
-            }
-        })
-        .watches(api::<Secret>(client, ns), wc(), {
-            let store = store.clone();
-            move |s| {
-                let ns = s.metadata.namespace.clone().unwrap_or_default();
-                let key = format!("secret/{}", s.metadata.name.as_deref().unwrap_or(""));
-                canaries_tracking(&store, &ns, &key)
-            }
-        })
-        .owns(api::<Service>(client, ns), wc())
-        .owns(api::<HorizontalPodAutoscaler>(client, ns), wc());
-    for r in &ctx.routers {
-        for ar in r.kinds() {
-            let api: Api<DynamicObject> = match ns {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-                None => Api::all_with(client.clone(), &ar),
-            };
-            c = c.owns_with(api, ar, wc());
-        }
+        .watches_stream(
+            cache::reflect(
+                api::<Deployment>(client, ns),
+                writers.deployments,
+                writes.clone(),
+                "Deployment".into(),
+                cache::strip_last_applied,
+            ),
+            {
+                let store = store.clone();
+                move |d| canaries_of_deployment(&store, &d)
+            },
+        )
+        .watches_stream(
+            cache::reflect(
+                api::<ConfigMap>(client, ns),
+                writers.configmaps,
+                writes.clone(),
+                "ConfigMap".into(),
+                cache::strip_configmap,
+            ),
+            {
+                let store = store.clone();
+                move |cm: ConfigMap| {
+                    let ns = cm.metadata.namespace.clone().unwrap_or_default();
+                    let key = format!("configmap/{}", cm.metadata.name.as_deref().unwrap_or(""));
+                    canaries_tracking(&store, &ns, &key)
+                }
+            },
+        )
+        .watches_stream(
+            cache::reflect(
+                api::<Secret>(client, ns),
+                writers.secrets,
+                writes.clone(),
+                "Secret".into(),
+                cache::strip_secret,
+            ),
+            {
+                let store = store.clone();
+                move |s: Secret| {
+                    let ns = s.metadata.namespace.clone().unwrap_or_default();
+                    let key = format!("secret/{}", s.metadata.name.as_deref().unwrap_or(""));
+                    canaries_tracking(&store, &ns, &key)
+                }
+            },
+        )
+        .owns_stream(cache::reflect(
+            api::<Service>(client, ns),
+            writers.services,
+            writes.clone(),
+            "Service".into(),
+            cache::keep,
+        ))
+        .owns_stream(cache::reflect(
+            api::<HorizontalPodAutoscaler>(client, ns),
+            writers.hpas,
+            writes.clone(),
+            "HorizontalPodAutoscaler".into(),
+            cache::strip_last_applied,
+        ));
+    for (ar, writer) in writers.mesh {
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let kind = ar.kind.clone();
+        c = c.owns_stream_with(
+            cache::reflect(api, writer, writes.clone(), kind, cache::keep),
+            ar,
+        );
     }
     c
 }

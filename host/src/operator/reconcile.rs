@@ -123,6 +123,7 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
             .as_ref()
             .and_then(|a| a.primary_scaler_replicas.as_ref())
             .map(|r| json!({"minReplicas": r.min_replicas, "maxReplicas": r.max_replicas})),
+        cache: &ctx.cache,
     };
     let observed = match workload.observe().await {
         Ok(o) => o,

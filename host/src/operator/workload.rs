@@ -4,6 +4,7 @@
 //!
 //! Every write sets a value (replicas, a template, an applied object), so
 //! doing it twice is the same as doing it once.
+use super::cache::{self, Cache, Cached};
 use super::resource::CanaryObject;
 use crate::core::readiness::{self, DeploymentView};
 use crate::core::revision;
@@ -58,10 +59,7 @@ pub struct Workload<'a> {
     pub service: &'a Value,
     /// `spec.autoscalerRef.primaryScalerReplicas`.
     pub primary_scaler_replicas: Option<Value>,
-}
-
-fn not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
+    pub cache: &'a Cache,
 }
 
 fn apply_params() -> PatchParams {
@@ -90,12 +88,72 @@ impl<'a> Workload<'a> {
         json!([self.canary.owner_reference()])
     }
 
+    /// A Deployment from the store when the store is current for it; read
+    /// when it may be behind, or says there is none (it may be new).
+    async fn deployment(&self, name: &str) -> Result<Option<Deployment>, kube::Error> {
+        let c = self.cache;
+        if let Cached::Known(Some(d)) = cache::lookup(
+            &c.deployments,
+            &c.writes,
+            ("Deployment", ()),
+            self.ns(),
+            name,
+        ) {
+            return Ok(Some(d.as_ref().clone()));
+        }
+        let found = self.deployments().get_opt(name).await?;
+        let rv = found
+            .as_ref()
+            .and_then(|d| d.metadata.resource_version.as_deref());
+        cache::note_read(
+            &c.deployments,
+            &c.writes,
+            ("Deployment", ()),
+            self.ns(),
+            name,
+            rv,
+        );
+        Ok(found)
+    }
+
+    /// An HPA, as [`Self::deployment`] reads a Deployment.
+    async fn hpa(&self, name: &str) -> Result<Option<HorizontalPodAutoscaler>, kube::Error> {
+        let c = self.cache;
+        let kind = "HorizontalPodAutoscaler";
+        if let Cached::Known(Some(h)) =
+            cache::lookup(&c.hpas, &c.writes, (kind, ()), self.ns(), name)
+        {
+            return Ok(Some(h.as_ref().clone()));
+        }
+        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
+        let found = api.get_opt(name).await?;
+        let rv = found
+            .as_ref()
+            .and_then(|d| d.metadata.resource_version.as_deref());
+        cache::note_read(&c.hpas, &c.writes, (kind, ()), self.ns(), name, rv);
+        Ok(found)
+    }
+
+    /// Remembers where a write left an object, so reads wait for the store to see it.
+    fn wrote(&self, kind: &str, name: &str, rv: Option<String>, desired: Option<u64>) {
+        let (c, ns) = (self.cache, self.ns());
+        match kind {
+            "Deployment" => {
+                cache::note_write(&c.deployments, &c.writes, (kind, ()), ns, name, rv, desired)
+            }
+            "HorizontalPodAutoscaler" => {
+                cache::note_write(&c.hpas, &c.writes, (kind, ()), ns, name, rv, desired)
+            }
+            _ => cache::note_write(&c.services, &c.writes, (kind, ()), ns, name, rv, desired),
+        }
+    }
+
     /// Reads the target, the primary and the configs the target uses.
     pub async fn observe(&self) -> Result<Observed> {
         let r = self.rollout;
-        let target = match self.deployments().get(&r.target).await {
-            Ok(d) => d,
-            Err(e) if not_found(&e) => {
+        let target = match self.deployment(&r.target).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
                 return Err(BadReference {
                     field: "spec.targetRef.name".into(),
                     problem: format!("Deployment {}.{} not found", r.target, r.namespace),
@@ -127,7 +185,7 @@ impl<'a> Workload<'a> {
                 ),
                 fix: "label the Deployment's pods and selector with app: <name>".into(),
             })?;
-        let primary = match self.deployments().get_opt(&r.primary()).await {
+        let primary = match self.deployment(&r.primary()).await {
             Ok(p) => p,
             Err(e) => return Err(anyhow!(e).context(format!("reading Deployment {}", r.primary()))),
         };
@@ -147,20 +205,13 @@ impl<'a> Workload<'a> {
     async fn configs(&self, template: &Value) -> Result<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         for (kind, name, optional) in config_refs(template) {
-            let obj: Option<Value> = match kind {
-                ConfigKind::ConfigMap => {
-                    Api::<ConfigMap>::namespaced(self.client.clone(), self.ns())
-                        .get_opt(&name)
-                        .await?
-                        .map(|c| serde_json::to_value(c).unwrap_or_default())
-                }
-                ConfigKind::Secret => Api::<Secret>::namespaced(self.client.clone(), self.ns())
-                    .get_opt(&name)
-                    .await?
-                    .map(|c| serde_json::to_value(c).unwrap_or_default()),
+            let c = self.cache;
+            let found = match kind {
+                ConfigKind::ConfigMap => self.config(&c.configmaps, "ConfigMap", &name).await?,
+                ConfigKind::Secret => self.config(&c.secrets, "Secret", &name).await?,
             };
             let key = format!("{}/{name}", kind.key());
-            let Some(obj) = obj else {
+            let Some((obj, checksum)) = found else {
                 if optional {
                     continue;
                 }
@@ -174,10 +225,49 @@ impl<'a> Workload<'a> {
             if !tracked(kind, &obj) {
                 continue;
             }
-            let data = obj.get("data").cloned().unwrap_or(Value::Null);
-            out.insert(key, revision::config_checksum(&data));
+            out.insert(key, checksum);
         }
         Ok(out)
+    }
+
+    /// A ConfigMap or Secret and the checksum of its data: from the store
+    /// (which keeps only the checksum) when it has it, else read.
+    async fn config<K>(
+        &self,
+        store: &kube::runtime::reflector::Store<K>,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<(Value, String)>>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug
+            + 'static,
+    {
+        let cached = cache::lookup(store, &self.cache.writes, (kind, ()), self.ns(), name);
+        if let Cached::Known(Some(o)) = cached {
+            let checksum = o
+                .meta()
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(cache::DATA_CHECKSUM))
+                .cloned();
+            if let Some(checksum) = checksum {
+                return Ok(Some((serde_json::to_value(o.as_ref())?, checksum)));
+            }
+        }
+        let found = Api::<K>::namespaced(self.client.clone(), self.ns())
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading {kind} {name}.{}", self.ns()))?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let obj = serde_json::to_value(found)?;
+        let checksum = revision::config_checksum(&obj.get("data").cloned().unwrap_or(Value::Null));
+        Ok(Some((obj, checksum)))
     }
 
     /// Readiness of a Deployment as the core judges it.
@@ -199,22 +289,32 @@ impl<'a> Workload<'a> {
         if obs.primary.is_none() {
             self.apply_configs(obs).await?;
             let primary = self.primary_deployment(obs, true);
-            self.deployments()
+            let created = self
+                .deployments()
                 .patch(&r.primary(), &apply_params(), &Patch::Apply(&primary))
                 .await
                 .with_context(|| format!("creating Deployment {}.{}", r.primary(), r.namespace))?;
+            self.wrote(
+                "Deployment",
+                &r.primary(),
+                created.metadata.resource_version,
+                None,
+            );
             tracing::info!(canary = %self.canary.id(), namespace = self.ns(), "Deployment {}.{} created", r.primary(), r.namespace);
         }
         if let Some(hpa) = &r.autoscaler {
             let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
             let name = format!("{hpa}-primary");
-            if api.get_opt(&name).await?.is_none() {
+            if self.hpa(&name).await?.is_none() {
                 let desired = self.primary_hpa(hpa).await?;
-                api.patch(&name, &apply_params(), &Patch::Apply(&desired))
+                let created = api
+                    .patch(&name, &apply_params(), &Patch::Apply(&desired))
                     .await
                     .with_context(|| {
                         format!("creating HorizontalPodAutoscaler {name}.{}", r.namespace)
                     })?;
+                let rv = created.metadata.resource_version;
+                self.wrote("HorizontalPodAutoscaler", &name, rv, None);
             }
         }
         self.apply_services(obs).await
@@ -236,9 +336,24 @@ impl<'a> Workload<'a> {
             ),
         ] {
             let desired = self.service(&name, key, &selects, meta);
-            api.patch(&name, &apply_params(), &Patch::Apply(&desired))
+            // Applied again only when it would change something: this
+            // process did not apply this object, or it changed since.
+            let fingerprint = cache::fingerprint(&desired);
+            let live = cache::live_version(&self.cache.services, self.ns(), &name, ());
+            let k = cache::key("Service", self.ns(), &name);
+            if self
+                .cache
+                .writes
+                .unchanged(&k, fingerprint, live.as_deref())
+            {
+                continue;
+            }
+            let applied = api
+                .patch(&name, &apply_params(), &Patch::Apply(&desired))
                 .await
                 .with_context(|| format!("applying Service {name}.{}", self.ns()))?;
+            let rv = applied.metadata.resource_version;
+            self.wrote("Service", &name, rv, Some(fingerprint));
         }
         Ok(())
     }
@@ -368,8 +483,7 @@ impl<'a> Workload<'a> {
     }
 
     async fn primary_hpa(&self, hpa: &str) -> Result<Value> {
-        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
-        let target = api.get_opt(hpa).await?.ok_or_else(|| BadReference {
+        let target = self.hpa(hpa).await?.ok_or_else(|| BadReference {
             field: "spec.autoscalerRef.name".into(),
             problem: format!("HorizontalPodAutoscaler {hpa}.{} not found", self.ns()),
             fix: "create the HPA or remove autoscalerRef".into(),
@@ -462,7 +576,8 @@ impl<'a> Workload<'a> {
         }
         let patch =
             json!({"metadata": {"annotations": desired["metadata"]["annotations"]}, "spec": spec});
-        self.deployments()
+        let promoted = self
+            .deployments()
             .patch(
                 &r.primary(),
                 &PatchParams::default(),
@@ -470,16 +585,18 @@ impl<'a> Workload<'a> {
             )
             .await
             .with_context(|| format!("promoting to Deployment {}.{}", r.primary(), r.namespace))?;
+        let rv = promoted.metadata.resource_version;
+        self.wrote("Deployment", &r.primary(), rv, None);
         if let Some(hpa) = &r.autoscaler {
             let desired = self.primary_hpa(hpa).await?;
             let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
-            api.patch(
-                &format!("{hpa}-primary"),
-                &apply_params(),
-                &Patch::Apply(&desired),
-            )
-            .await
-            .with_context(|| format!("updating HorizontalPodAutoscaler {hpa}-primary"))?;
+            let name = format!("{hpa}-primary");
+            let applied = api
+                .patch(&name, &apply_params(), &Patch::Apply(&desired))
+                .await
+                .with_context(|| format!("updating HorizontalPodAutoscaler {name}"))?;
+            let rv = applied.metadata.resource_version;
+            self.wrote("HorizontalPodAutoscaler", &name, rv, None);
         }
         Ok(())
     }
@@ -487,12 +604,19 @@ impl<'a> Workload<'a> {
     pub async fn scale_target(&self, replicas: i32) -> Result<()> {
         let r = self.rollout;
         let patch = json!({"spec": {"replicas": replicas}});
-        self.deployments()
+        let scaled = self
+            .deployments()
             .patch(&r.target, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .with_context(|| {
                 format!("scaling {}.{} to {replicas} failed", r.target, r.namespace)
             })?;
+        self.wrote(
+            "Deployment",
+            &r.target,
+            scaled.metadata.resource_version,
+            None,
+        );
         Ok(())
     }
 
@@ -508,9 +632,8 @@ impl<'a> Workload<'a> {
         let replicas = if current > 0 {
             current
         } else if let Some(hpa) = &self.rollout.autoscaler {
-            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.ns());
-            let min = api
-                .get_opt(hpa)
+            let min = self
+                .hpa(hpa)
                 .await?
                 .and_then(|h| h.spec)
                 .and_then(|s| s.min_replicas)

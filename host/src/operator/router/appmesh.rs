@@ -12,6 +12,7 @@
 use super::{RouteTarget, Router};
 use crate::api::duration;
 use crate::core::Routes;
+use crate::operator::cache::{self, Cache, Cached};
 use anyhow::{Context, Result};
 use fledge_policy::{MatchRule, RoutePlan, StringMatch};
 use futures::future::BoxFuture;
@@ -19,6 +20,7 @@ use futures::FutureExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Map, Value};
+use std::sync::{Arc, OnceLock};
 
 const GROUP: &str = "appmesh.k8s.aws";
 const VERSION: &str = "v1beta2";
@@ -30,6 +32,7 @@ pub struct AppMesh {
     node: ApiResource,
     router: ApiResource,
     service: ApiResource,
+    cache: OnceLock<Arc<Cache>>,
 }
 
 fn resource(kind: &str, plural: &str) -> ApiResource {
@@ -43,6 +46,7 @@ impl AppMesh {
             node: resource("VirtualNode", "virtualnodes"),
             router: resource("VirtualRouter", "virtualrouters"),
             service: resource("VirtualService", "virtualservices"),
+            cache: OnceLock::new(),
         }
     }
 
@@ -50,12 +54,25 @@ impl AppMesh {
         Api::namespaced_with(self.client.clone(), ns, ar)
     }
 
+    /// Applies `obj`, unless this process applied the same object before and
+    /// it has not changed since (then applying it again would change nothing).
     async fn apply(&self, ar: &ApiResource, ns: &str, obj: Value) -> Result<()> {
         let name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        self.api(ar, ns)
+        let desired = cache::fingerprint(&obj);
+        let cache = self.cache.get();
+        if let Some((c, store)) = cache.and_then(|c| Some((c, c.mesh.get(&ar.kind)?))) {
+            let live = cache::live_version(store, ns, &name, ar.clone());
+            if c.writes
+                .unchanged(&cache::key(&ar.kind, ns, &name), desired, live.as_deref())
+            {
+                return Ok(());
+            }
+        }
+        let applied = self
+            .api(ar, ns)
             .patch(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -63,7 +80,38 @@ impl AppMesh {
             )
             .await
             .with_context(|| format!("applying {} {name}.{ns}", ar.kind))?;
+        if let Some((c, store)) = cache.and_then(|c| Some((c, c.mesh.get(&ar.kind)?))) {
+            let rv = applied.metadata.resource_version;
+            let kind = (ar.kind.as_str(), ar.clone());
+            cache::note_write(store, &c.writes, kind, ns, &name, rv, Some(desired));
+        }
         Ok(())
+    }
+
+    /// The apex VirtualRouter: from the store when it is current, else read.
+    async fn live_router(&self, t: &RouteTarget<'_>) -> Result<Option<Value>> {
+        let ns = t.namespace();
+        let kind = &self.router.kind;
+        if let Some(c) = self.cache.get() {
+            if let Some(store) = c.mesh.get(kind) {
+                if let Cached::Known(found) =
+                    cache::lookup(store, &c.writes, (kind, self.router.clone()), ns, t.apex())
+                {
+                    return Ok(found
+                        .map(|o| serde_json::to_value(o.as_ref()))
+                        .transpose()?);
+                }
+            }
+        }
+        let found = self.api(&self.router, ns).get_opt(t.apex()).await?;
+        if let Some((c, store)) = self.cache.get().and_then(|c| Some((c, c.mesh.get(kind)?))) {
+            let rv = found
+                .as_ref()
+                .and_then(|o| o.metadata.resource_version.as_deref());
+            let kind = (kind.as_str(), self.router.clone());
+            cache::note_read(store, &c.writes, kind, ns, t.apex(), rv);
+        }
+        Ok(found.map(serde_json::to_value).transpose()?)
     }
 
     async fn apply_router(
@@ -367,6 +415,10 @@ impl Router for AppMesh {
         vec![self.node.clone(), self.router.clone(), self.service.clone()]
     }
 
+    fn use_cache(&self, cache: Arc<Cache>) {
+        let _ = self.cache.set(cache);
+    }
+
     fn reconcile<'a>(&'a self, t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<()>> {
         async move {
             let ns = t.namespace();
@@ -409,14 +461,9 @@ impl Router for AppMesh {
 
     fn get_routes<'a>(&'a self, t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<Option<Routes>>> {
         async move {
-            let Some(router) = self
-                .api(&self.router, t.namespace())
-                .get_opt(t.apex())
-                .await?
-            else {
+            let Some(value) = self.live_router(t).await? else {
                 return Ok(None);
             };
-            let value = serde_json::to_value(&router)?;
             Ok(Some(read_routes(&value, t.apex()).with_context(|| {
                 format!(
                     "VirtualRouter {} does not contain routes for {}-primary and {}-canary",

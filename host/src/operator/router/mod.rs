@@ -47,6 +47,10 @@ pub trait Router: Send + Sync {
     /// map back to their Canary) and to check for at start-up.
     fn kinds(&self) -> Vec<ApiResource>;
 
+    /// Hands the router the stores of its kinds, to read instead of GETs and
+    /// to skip applies that would change nothing.
+    fn use_cache(&self, _cache: std::sync::Arc<super::cache::Cache>) {}
+
     /// Creates or updates the router's objects, keeping the current weights.
     fn reconcile<'a>(&'a self, t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<()>>;
 
