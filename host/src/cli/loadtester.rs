@@ -51,21 +51,7 @@ fn entry(s: &str) -> Result<Entry, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let filter = match args.log_level.as_str() {
-        "error" | "warn" | "info" | "debug" | "trace" => {
-            format!("{},hyper=warn,reqwest=warn", args.log_level)
-        }
-        other => other.to_string(),
-    };
-    tracing_subscriber::fmt()
-        .event_format(fledge::operator::log::Format(args.log_format))
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).with_context(|| {
-                format!("--log-level {}: not a level or filter", args.log_level)
-            })?,
-        )
-        .init();
+    fledge::operator::log::init(&args.log_level, args.log_format)?;
     let namespace_regexp = args
         .namespace_regexp
         .as_deref()

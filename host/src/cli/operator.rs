@@ -91,24 +91,7 @@ fn identity() -> String {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     limit_malloc_arenas();
-    let filter = match args.log_level.as_str() {
-        "error" | "warn" | "info" | "debug" | "trace" => {
-            format!(
-                "{level},kube=warn,hyper=warn,tower=warn,reqwest=warn",
-                level = args.log_level
-            )
-        }
-        other => other.to_string(),
-    };
-    tracing_subscriber::fmt()
-        .event_format(operator::log::Format(args.log_format))
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).with_context(|| {
-                format!("--log-level {}: not a level or filter", args.log_level)
-            })?,
-        )
-        .init();
+    operator::log::init(&args.log_level, args.log_format)?;
     let leader_election = args
         .leader_election
         .unwrap_or(in_cluster() && args.kubeconfig.is_none());

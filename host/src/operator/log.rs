@@ -19,6 +19,27 @@ pub enum LogFormat {
 /// Formats events as `LogFormat` says.
 pub struct Format(pub LogFormat);
 
+/// Installs the process's log subscriber on stderr: `level` is a level
+/// (`info`, with the HTTP and Kubernetes clients' chatter kept at `warn`) or
+/// a full `tracing` filter; `--log-level` names the flag in the error.
+pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let filter = match level {
+        "error" | "warn" | "info" | "debug" | "trace" => {
+            format!("{level},kube=warn,hyper=warn,tower=warn,reqwest=warn")
+        }
+        other => other.to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .with_context(|| format!("--log-level {level}: not a level or filter"))?;
+    tracing_subscriber::fmt()
+        .event_format(Format(format))
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+    Ok(())
+}
+
 #[derive(Default)]
 struct Fields(Map<String, Value>);
 
