@@ -208,20 +208,14 @@ async fn web_identity(
         ("WebIdentityToken", token.trim()),
     ]);
     // AssumeRoleWithWebIdentity is not signed: the token is the proof.
-    let resp = http
+    let req = http
         .post(format!("{base}/"))
         .header(
             "content-type",
             "application/x-www-form-urlencoded; charset=utf-8",
         )
-        .body(body)
-        .timeout(STS_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| format!("STS at {base}: {e}"))?;
-    let status = resp.status();
-    let text = resp
-        .text()
+        .body(body);
+    let (status, text) = super::send(req, STS_TIMEOUT)
         .await
         .map_err(|e| format!("STS at {base}: {e}"))?;
     if !status.is_success() {
@@ -291,7 +285,7 @@ async fn container(http: &reqwest::Client, env: &Env) -> Result<Credentials, Str
             full.to_string()
         }
     };
-    let mut req = http.get(&url).timeout(METADATA_TIMEOUT);
+    let mut req = http.get(&url);
     let token =
         match env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
             Some(file) => Some(std::fs::read_to_string(file).map_err(|e| {
@@ -304,9 +298,9 @@ async fn container(http: &reqwest::Client, env: &Env) -> Result<Credentials, Str
     if let Some(token) = token {
         req = req.header("authorization", token.trim());
     }
-    let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
+    let (status, text) = super::send(req, METADATA_TIMEOUT)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
     if !status.is_success() {
         return Err(format!(
             "{url} answered {}: {}",
@@ -395,14 +389,7 @@ async fn metadata_text(
     base: &str,
     what: &str,
 ) -> Result<String, String> {
-    let resp = req
-        .timeout(METADATA_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| format!("{base}: {what}: {e}"))?;
-    let status = resp.status();
-    let text = resp
-        .text()
+    let (status, text) = super::send(req, METADATA_TIMEOUT)
         .await
         .map_err(|e| format!("{base}: {what}: {e}"))?;
     if !status.is_success() {

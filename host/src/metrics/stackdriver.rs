@@ -120,21 +120,13 @@ impl Stackdriver {
             if let Some(p) = &page_token {
                 body["pageToken"] = p.clone().into();
             }
-            let resp = client
+            let req = client
                 .post(self.url.clone())
                 .bearer_auth(&token)
                 .header("content-type", "application/json")
-                .body(body.to_string())
-                .timeout(TIMEOUT)
-                .send()
-                .await;
-            let resp = match resp {
-                Ok(r) => r,
-                Err(e) => return Answer::Failed(format!("error requesting stackdriver: {e}")),
-            };
-            let status = resp.status();
-            let text = match resp.text().await {
-                Ok(t) => t,
+                .body(body.to_string());
+            let (status, text) = match super::send(req, TIMEOUT).await {
+                Ok(answer) => answer,
                 Err(e) => return Answer::Failed(format!("error requesting stackdriver: {e}")),
             };
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
