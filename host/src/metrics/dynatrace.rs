@@ -53,13 +53,7 @@ impl Provider for Dynatrace {
                 reqwest::header::AUTHORIZATION,
                 format!("Api-Token {}", self.token),
             );
-            match super::send(req, TIMEOUT).await {
-                Ok((status, body)) if status == reqwest::StatusCode::OK => parse(&body),
-                Ok((status, body)) => {
-                    Answer::Failed(format!("error response: {status}: {}", body.trim()))
-                }
-                Err(e) => Answer::Failed(e),
-            }
+            super::ask_ok(req, TIMEOUT, parse).await
         })
     }
 }

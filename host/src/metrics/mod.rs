@@ -171,6 +171,20 @@ pub(crate) async fn send(
     Ok((status, body))
 }
 
+/// Sends `req`; a 200 answer is read with `parse`, any other status fails
+/// with the status and body (New Relic's and Dynatrace's wording).
+pub(crate) async fn ask_ok(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    parse: fn(&str) -> Answer,
+) -> Answer {
+    match send(req, timeout).await {
+        Ok((status, body)) if status == reqwest::StatusCode::OK => parse(&body),
+        Ok((status, body)) => Answer::Failed(format!("error response: {status}: {}", body.trim())),
+        Err(e) => Answer::Failed(e),
+    }
+}
+
 /// An error with its causes: reqwest's own text omits them ("error sending
 /// request" without "connection refused").
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {

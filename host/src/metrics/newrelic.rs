@@ -50,13 +50,7 @@ impl Provider for NewRelic {
             let req = super::client(call, false)
                 .get(url)
                 .header("X-Query-Key", &self.query_key);
-            match super::send(req, TIMEOUT).await {
-                Ok((status, body)) if status == reqwest::StatusCode::OK => parse(&body),
-                Ok((status, body)) => {
-                    Answer::Failed(format!("error response: {status}: {}", body.trim()))
-                }
-                Err(e) => Answer::Failed(e),
-            }
+            super::ask_ok(req, TIMEOUT, parse).await
         })
     }
 }
