@@ -92,43 +92,24 @@ pub struct Checker<'a> {
     pub telemetry: &'a super::telemetry::Telemetry,
 }
 
-/// One query that ran: which provider answered and how long it took
-/// (`fledge_metric_query_seconds{provider}`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueryTiming {
-    /// The metric's name in the Canary.
-    pub metric: String,
-    /// `spec.provider.type`; `prometheus` for the builtin and inline queries.
-    pub provider: &'static str,
-    pub took: Duration,
-}
-
 impl Checker<'_> {
     /// Queries every metric of `r` in the core's order, stopping after the
     /// first result that stops the analysis; the core words the failures.
+    /// Each query sent is timed in `fledge_metric_query_seconds{provider}`.
     pub async fn check_all(&self, r: &Rollout) -> Vec<MetricResult> {
-        self.check_all_timed(r).await.0
-    }
-
-    /// [`Checker::check_all`], with the provider and duration of every query
-    /// that was sent (a metric whose template or Secret failed sends none).
-    pub async fn check_all_timed(&self, r: &Rollout) -> (Vec<MetricResult>, Vec<QueryTiming>) {
         let mut out = Vec::new();
-        let mut timings = Vec::new();
         for m in r.query_order() {
-            let (outcome, timing) = self.outcome(r, m).await;
-            timings.extend(timing);
-            let result = m.result(r, outcome);
+            let result = m.result(r, self.outcome(r, m).await);
             let stop = m.stops(&result);
             out.push(result);
             if stop {
                 break;
             }
         }
-        (out, timings)
+        out
     }
 
-    async fn outcome(&self, r: &Rollout, m: &MetricSpec) -> (QueryOutcome, Option<QueryTiming>) {
+    async fn outcome(&self, r: &Rollout, m: &MetricSpec) -> QueryOutcome {
         let interval = range(m.interval);
         let server = Prometheus::at(self.default_server);
         let (provider, q): (&dyn Provider, String) = match &m.source {
@@ -139,47 +120,32 @@ impl Checker<'_> {
             MetricSource::Builtin => (&server, duration_query(&r.namespace, &r.target, &interval)),
             MetricSource::Query(q) => match render(q, r, m, &interval) {
                 Ok(q) => (&server, q),
-                Err(e) => {
-                    return (
-                        QueryOutcome::Failed(format!("query render error: {e}")),
-                        None,
-                    )
-                }
+                Err(e) => return QueryOutcome::Failed(format!("query render error: {e}")),
             },
             MetricSource::Template { name, namespace } => {
                 return match self.template(r, m, name, namespace).await {
-                    Ok((provider, q)) => self.ask(m, provider.as_ref(), &q).await,
-                    Err(e) => (QueryOutcome::Refused(e), None),
+                    Ok((provider, q)) => self.ask(provider.as_ref(), &q).await,
+                    Err(e) => QueryOutcome::Refused(e),
                 };
             }
         };
-        self.ask(m, provider, &q).await
+        self.ask(provider, &q).await
     }
 
-    async fn ask(
-        &self,
-        m: &MetricSpec,
-        provider: &dyn Provider,
-        q: &str,
-    ) -> (QueryOutcome, Option<QueryTiming>) {
+    async fn ask(&self, provider: &dyn Provider, q: &str) -> QueryOutcome {
         let call = Call {
             http: self.http,
             now: SystemTime::now(),
         };
         let started = Instant::now();
         let answer = provider.query(&call, q).await;
-        let timing = QueryTiming {
-            metric: m.name.clone(),
-            provider: provider.kind(),
-            took: started.elapsed(),
-        };
-        self.telemetry.observe_query(timing.provider, timing.took);
-        let outcome = match answer {
+        self.telemetry
+            .observe_query(provider.kind(), started.elapsed());
+        match answer {
             Answer::Value(v) => QueryOutcome::Value(v),
             Answer::NoValues => QueryOutcome::NoValues("no values found".into()),
             Answer::Failed(e) => QueryOutcome::Failed(e),
-        };
-        (outcome, Some(timing))
+        }
     }
 
     /// The template's provider, built from its spec and its Secret (in the
@@ -337,15 +303,10 @@ mod tests {
             default_server: "http://prometheus.invalid:9090",
             telemetry: &telemetry,
         };
-        let (results, timings) = checker.check_all_timed(&r).await;
+        let results = checker.check_all(&r).await;
         assert_eq!(results.len(), 1);
+        assert_eq!(results[0].name, "t");
         assert_eq!(results[0].value, fledge_policy::MetricValue::Value(12.5));
-        assert_eq!(timings.len(), 1);
-        assert_eq!(
-            (timings[0].metric.as_str(), timings[0].provider),
-            ("t", "datadog")
-        );
-        assert!(timings[0].took > Duration::ZERO);
         assert!(
             telemetry
                 .encode()
@@ -395,26 +356,32 @@ mod tests {
             fledge_policy::MetricValue::Error(e) => e.clone(),
             other => panic!("{other:?}"),
         };
-        let (results, timings) = checker.check_all_timed(&r).await;
+        // Nothing is timed when no query was sent.
+        let untimed = |telemetry: &Telemetry| {
+            !telemetry
+                .encode()
+                .contains("fledge_metric_query_seconds_count{provider=\"datadog\"}")
+        };
+        let results = checker.check_all(&r).await;
         let e = error(&results);
         assert!(
             e.starts_with("Metric template tmpl.templates secret dd error: "),
             "{e}"
         );
         assert!(e.contains("not found"), "{e}");
-        assert!(timings.is_empty());
-        let (results, _) = checker.check_all_timed(&r).await;
+        assert!(untimed(&telemetry));
+        let results = checker.check_all(&r).await;
         let e = error(&results);
         assert!(
             e.starts_with("Metric template tmpl.templates provider keptn error: spec.provider.type: `keptn` is not supported by Fledge"),
             "{e}"
         );
-        let (results, timings) = checker.check_all_timed(&r).await;
+        let results = checker.check_all(&r).await;
         assert_eq!(
             error(&results),
             "Metric template tmpl.templates provider datadog error: datadog credentials does not contain datadog_api_key"
         );
-        assert!(timings.is_empty());
+        assert!(untimed(&telemetry));
         assert_eq!(api.requests().len(), 4);
     }
 
