@@ -33,6 +33,7 @@ use objects::{ClusterRolloutPolicyObject, RolloutPolicyObject};
 use select::{PolicyKey, PolicyKind, Selected, BUILTIN_KIND, BUILTIN_NAME};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The condition a policy object's status carries.
@@ -77,6 +78,10 @@ pub struct Policies {
     pub namespaced: Store<RolloutPolicyObject>,
     pub cluster: Store<ClusterRolloutPolicyObject>,
     state: tokio::sync::Mutex<State>,
+    /// One load at a time per object. `state` is not held across a load (a
+    /// fetch may take its whole timeout), so reconciles of Canaries under
+    /// other policies never wait for it.
+    loading: std::sync::Mutex<HashMap<PolicyKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// `spec` and `metadata` of a policy object from the caches.
@@ -109,6 +114,7 @@ impl Policies {
             namespaced,
             cluster,
             state: Default::default(),
+            loading: Default::default(),
         })
     }
 
@@ -186,6 +192,14 @@ impl Policies {
     /// since the last load (or the last load failed a while ago). True when
     /// it loaded (or forgot) something, false when nothing changed.
     pub async fn refresh(&self, key: &PolicyKey) -> bool {
+        let gate = self
+            .loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _one_load = gate.lock().await;
         let mut state = self.state.lock().await;
         let Some(found) = self.find(key) else {
             return state.loaded.remove(key).is_some();
@@ -202,7 +216,9 @@ impl Policies {
             }
             _ => None,
         };
+        drop(state);
         let outcome = self.load(key, &found).await;
+        let mut state = self.state.lock().await;
         let (in_force, failed, condition) = match outcome {
             Ok(policy) => {
                 let digest = policy.digest().to_string();
