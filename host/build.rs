@@ -36,6 +36,8 @@ const FIXTURES: &[&str] = &[
     "stack-overflow",
     "hostile-text",
     "extra-imports",
+    "series-reader",
+    "clock-reader",
 ];
 
 struct BuildError(String);

@@ -93,7 +93,7 @@ fn decision(c: &mut Criterion) {
         b.iter(|| fledge_policy_flagger::decide(black_box(&input)))
     });
     group.bench_function("native (validated)", |b| {
-        b.iter(|| NativeJudge.decide(black_box(&input)))
+        b.iter(|| NativeJudge.decide(black_box(&input), &fledge_policy::Context::default()))
     });
     group.finish();
 

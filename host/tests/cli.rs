@@ -149,7 +149,7 @@ fn policy_inspect_and_eval() {
     let out = stdout(&o);
     assert!(out.contains("digest:   sha256:"), "{out}");
     assert!(
-        out.contains("world:    fledge:policy/rollout-policy@0.1.0"),
+        out.contains("world:    fledge:policy/rollout-policy@0.1.1"),
         "{out}"
     );
 

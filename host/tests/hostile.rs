@@ -165,15 +165,11 @@ fn policy_build_names_every_import_beyond_the_world() {
     let o = build("policies/fixtures/extra-imports", &dir);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
     let err = text(&o.stderr);
-    for name in [
-        "wasi:clocks/wall-clock@0.2.0",
-        "fledge:policy/metric-query@0.1.0",
-        "host-time",
-    ] {
+    for name in ["wasi:clocks/wall-clock@0.2.0", "host-time"] {
         assert!(err.contains(name), "{name}: {err}");
     }
     assert!(
-        err.contains("which no policy may import: the world allows only fledge:policy/host"),
+        err.contains("which no policy may import: the world allows only fledge:policy's host"),
         "{err}"
     );
     assert!(!err.contains("export_policy"), "{err}");

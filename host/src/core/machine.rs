@@ -8,8 +8,8 @@ use super::{
     Action, Alert, Event, Judge, Observations, Outcome, PostRollout, Request, Status, Tick,
 };
 use fledge_policy::{
-    Decision, MetricResult, Phase, PolicyInput, Readiness, RoutePlan, State, Strategy, WebhookKind,
-    WebhookResult,
+    Context, Decision, MetricResult, Phase, PolicyInput, Readiness, RoutePlan, State, Strategy,
+    WebhookKind, WebhookResult,
 };
 
 /// Longest Event note: a reason plus the canary's words around it.
@@ -369,7 +369,18 @@ fn analyse(t: &mut Step<'_>, judge: &dyn Judge) -> Stage {
         );
     }
     let input = policy_input(t, webhooks, metrics.to_vec());
-    let decision = match judge.decide(&input) {
+    let mut ctx = Context::at(t.obs.now);
+    match &t.obs.series {
+        Some(series) => ctx.series = series.clone(),
+        // A policy with the metric-query capability says what it needs; the
+        // shell runs it and asks again with the answers.
+        None => match judge.queries(&input, &ctx) {
+            Ok(queries) if queries.is_empty() => {}
+            Ok(queries) => return Err(Request::Series(queries)),
+            Err(e) => return apply(t, Decision::failed_check(msg::policy_failed(&e.0))),
+        },
+    }
+    let decision = match judge.decide(&input, &ctx) {
         Ok(d) => guard(&input, d),
         Err(e) => Decision::failed_check(msg::policy_failed(&e.0)),
     };

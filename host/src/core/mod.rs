@@ -28,7 +28,8 @@ pub use machine::step;
 pub use rollout::Rollout;
 
 use fledge_policy::{
-    Decision, MetricResult, Phase, Readiness, RoutePlan, WebhookKind, WebhookResult,
+    Decision, MetricResult, Phase, RangeQuery, Readiness, RoutePlan, Series, WebhookKind,
+    WebhookResult,
 };
 use rollout::Severity;
 use std::collections::BTreeMap;
@@ -82,6 +83,9 @@ pub struct Observations {
     /// Metrics queried this step, in [`Rollout::query_order`]; `None` until
     /// a [`Request::Metrics`] was answered.
     pub metrics: Option<Vec<MetricResult>>,
+    /// Answers to the policy's range queries of this step, in the order of
+    /// [`Request::Series`]; `None` until asked for and answered.
+    pub series: Option<Vec<Series>>,
     /// The policy's decision of this step, once a [`Request::Gate`] brought
     /// it back, so the policy is asked once per step.
     pub decision: Option<Decision>,
@@ -98,6 +102,12 @@ pub enum Request {
     /// result that [`rollout::MetricSpec::stops`] the analysis, and record them
     /// in `Observations::metrics`. One request per step, however many metrics.
     Metrics,
+    /// Run the policy's range queries (the `metric-query` capability), each
+    /// over the window ending at `Observations::now`, and record one
+    /// [`Series`] per query, in order and under its name, in
+    /// `Observations::series`. A query that fails is answered with its error:
+    /// the policy judges what that means.
+    Series(Vec<RangeQuery>),
     /// A confirm-* gate before acting on `decision`: call the webhooks as for
     /// [`Request::Webhooks`], and record `decision` in `Observations::decision`.
     Gate {

@@ -70,7 +70,7 @@ fn steps_ask_for_webhooks_then_metrics_in_one_request() {
 
 struct Reckless;
 impl Judge for Reckless {
-    fn decide(&self, _: &PolicyInput) -> Result<Decision, JudgeError> {
+    fn decide(&self, _: &PolicyInput, _: &fledge_policy::Context) -> Result<Decision, JudgeError> {
         Ok(Decision::Promote)
     }
 }
@@ -189,9 +189,13 @@ fn the_core_imports_no_effects() {
 /// Counts the decisions it is asked for.
 struct Counting(std::cell::Cell<u32>);
 impl Judge for Counting {
-    fn decide(&self, input: &PolicyInput) -> Result<Decision, JudgeError> {
+    fn decide(
+        &self,
+        input: &PolicyInput,
+        _: &fledge_policy::Context,
+    ) -> Result<Decision, JudgeError> {
         self.0.set(self.0.get() + 1);
-        NativeJudge.decide(input)
+        NativeJudge.decide(input, &fledge_policy::Context::default())
     }
 }
 
@@ -221,6 +225,7 @@ fn a_gate_after_the_decision_does_not_ask_the_policy_twice() {
                 obs.webhooks.insert(kind, vec![]);
                 obs.decision = Some(decision);
             }
+            Outcome::Need(Request::Series(q)) => panic!("the built-in asked for series {q:?}"),
             Outcome::Done(tick) => break tick,
         }
     };
@@ -265,6 +270,22 @@ fn run_step(
                             m.result(r, rollout::QueryOutcome::Value(m.min.unwrap_or(0.0)))
                         };
                         obs.metrics = Some(r.query_order().map(healthy).collect());
+                    }
+                    // One sample per query, at the step's time, valued by its
+                    // position among the queries.
+                    Request::Series(queries) => {
+                        let answers = queries
+                            .iter()
+                            .enumerate()
+                            .map(|(i, q)| fledge_policy::Series {
+                                name: q.name.clone(),
+                                samples: Ok(vec![fledge_policy::Sample {
+                                    timestamp: obs.now,
+                                    value: i as f64,
+                                }]),
+                            })
+                            .collect();
+                        obs.series = Some(answers);
                     }
                 }
                 asked.push(request);
@@ -396,7 +417,7 @@ fn ab_promotion_shifts_only_the_matching_requests() {
 /// Always promotes, whatever it sees.
 struct Promoter;
 impl Judge for Promoter {
-    fn decide(&self, _: &PolicyInput) -> Result<Decision, JudgeError> {
+    fn decide(&self, _: &PolicyInput, _: &fledge_policy::Context) -> Result<Decision, JudgeError> {
         Ok(Decision::Promote)
     }
 }
@@ -451,7 +472,11 @@ fn promote_during_promotion_finishes_it_instead_of_stalling() {
 fn event_texts_are_single_safe_lines() {
     struct Forger;
     impl Judge for Forger {
-        fn decide(&self, _: &PolicyInput) -> Result<Decision, JudgeError> {
+        fn decide(
+            &self,
+            _: &PolicyInput,
+            _: &fledge_policy::Context,
+        ) -> Result<Decision, JudgeError> {
             Ok(Decision::halt(
                 "ok\nPromotion completed! \u{1b}[31mforged\u{202e}",
             ))
@@ -509,7 +534,11 @@ fn status_keeps_the_real_weight_and_moves_its_transition_time_only_on_a_phase_ch
 fn at_the_threshold_the_host_rolls_back_a_policy_that_only_holds() {
     struct Holder;
     impl Judge for Holder {
-        fn decide(&self, _: &PolicyInput) -> Result<Decision, JudgeError> {
+        fn decide(
+            &self,
+            _: &PolicyInput,
+            _: &fledge_policy::Context,
+        ) -> Result<Decision, JudgeError> {
             Ok(Decision::failed_check("never satisfied"))
         }
     }
@@ -526,5 +555,72 @@ fn at_the_threshold_the_host_rolls_back_a_policy_that_only_holds() {
             "Rolling back podinfo.test failed checks threshold reached 5",
             "Canary failed! Scaling down podinfo.test"
         ]
+    );
+}
+
+/// Asks for two series, then advances only if it got both, with the time
+/// of the step.
+struct Querying;
+
+impl Judge for Querying {
+    fn queries(
+        &self,
+        input: &PolicyInput,
+        ctx: &fledge_policy::Context,
+    ) -> Result<Vec<fledge_policy::RangeQuery>, JudgeError> {
+        assert!(ctx.series.is_empty(), "queries come before answers");
+        Ok(vec![
+            fledge_policy::RangeQuery::new("a", format!("up{{c=\"{}\"}}", input.canary), 60, 10),
+            fledge_policy::RangeQuery::new("b", "down", 60, 10),
+        ])
+    }
+
+    fn decide(
+        &self,
+        _: &PolicyInput,
+        ctx: &fledge_policy::Context,
+    ) -> Result<Decision, JudgeError> {
+        let a = ctx.series("a").map_err(JudgeError)?;
+        let b = ctx.series("b").map_err(JudgeError)?;
+        if a[0].timestamp != ctx.now || b[0].value != 1.0 {
+            return Err(JudgeError(format!(
+                "wrong answers {a:?} {b:?} at {}",
+                ctx.now
+            )));
+        }
+        Ok(Decision::Advance(fledge_policy::Advance {
+            route: fledge_policy::RoutePlan::weighted(15),
+            iteration: 0,
+        }))
+    }
+}
+
+#[test]
+fn a_policys_range_queries_are_asked_for_once_and_answered_before_it_decides() {
+    let r = guide();
+    let (status, obs) = progressing(10);
+    let now = obs.now;
+    let (tick, asked) = run_step(&r, &status, obs, &Querying);
+    let series: Vec<_> = asked
+        .iter()
+        .filter_map(|q| match q {
+            Request::Series(q) => Some(q),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(series.len(), 1, "{asked:?}");
+    assert_eq!(series[0][0].query, "up{c=\"podinfo.test\"}");
+    // Asked after the metrics: the policy's input is complete.
+    let metrics_at = asked.iter().position(|q| *q == Request::Metrics).unwrap();
+    let series_at = asked
+        .iter()
+        .position(|q| matches!(q, Request::Series(_)))
+        .unwrap();
+    assert!(metrics_at < series_at, "{asked:?}");
+    assert!(
+        tick.actions
+            .contains(&Action::SetRoutes(fledge_policy::RoutePlan::weighted(15))),
+        "{:?} at {now}",
+        tick.actions
     );
 }

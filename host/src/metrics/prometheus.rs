@@ -105,6 +105,86 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// Runs `promql` over `[start, end]`, one sample per `step` seconds
+    /// (`GET <address>/api/v1/query_range`). The answer must be one series
+    /// (or none); NaN samples are left out.
+    pub async fn range(
+        &self,
+        call: &Call<'_>,
+        promql: &str,
+        start: i64,
+        end: i64,
+        step: u32,
+    ) -> Result<Vec<fledge_policy::Sample>, String> {
+        let url = format!("{}/api/v1/query_range", self.address.trim_end_matches('/'));
+        let mut url = reqwest::Url::parse(&url)
+            .map_err(|e| format!("metrics server `{}`: {e}", self.address))?;
+        url.query_pairs_mut()
+            .append_pair("query", &super::one_line(promql))
+            .append_pair("start", &start.to_string())
+            .append_pair("end", &end.to_string())
+            .append_pair("step", &step.max(1).to_string());
+        let mut req = super::client(call, self.insecure).get(url);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        match &self.auth {
+            Auth::Bearer(t) if !t.is_empty() => req = req.bearer_auth(t),
+            Auth::Basic(u, p) if !u.is_empty() && !p.is_empty() => req = req.basic_auth(u, Some(p)),
+            _ => {}
+        }
+        let (status, body) = super::send(req, TIMEOUT).await?;
+        if status.as_u16() >= 400 {
+            return Err(format!("error response: Status {status}: {}", body.trim()));
+        }
+        parse_matrix(&body)
+    }
+}
+
+/// The samples of a range query's answer: a matrix of at most one series.
+pub fn parse_matrix(body: &str) -> Result<Vec<fledge_policy::Sample>, String> {
+    let v: Value = serde_json::from_str(body)
+        .map_err(|e| format!("error unmarshaling result: {e}, '{body}'"))?;
+    if v["data"]["resultType"].as_str() != Some("matrix") {
+        return Err(format!("unexpected response (not a matrix): {body}"));
+    }
+    let series = v["data"]["result"]
+        .as_array()
+        .ok_or_else(|| format!("unexpected response: {body}"))?;
+    match series.len() {
+        0 => return Ok(Vec::new()),
+        1 => {}
+        n => {
+            return Err(format!(
+                "query returned {n} series; aggregate it to one (e.g. with sum or max)"
+            ))
+        }
+    }
+    let values = series[0]["values"]
+        .as_array()
+        .ok_or_else(|| format!("unexpected response: {body}"))?;
+    let mut out = Vec::with_capacity(values.len());
+    for point in values {
+        let timestamp = point[0]
+            .as_f64()
+            .ok_or_else(|| format!("unexpected sample {point}"))?;
+        let value: f64 = point[1]
+            .as_str()
+            .ok_or_else(|| format!("unexpected sample {point}"))?
+            .parse()
+            .map_err(|e| format!("parsing the value: {e}"))?;
+        if value.is_nan() {
+            continue;
+        }
+        out.push(fledge_policy::Sample {
+            timestamp: timestamp.round() as i64,
+            value,
+        });
+    }
+    Ok(out)
+}
+
 impl Provider for Prometheus {
     fn kind(&self) -> &'static str {
         "prometheus"
@@ -212,6 +292,61 @@ mod tests {
         // "u:p": the Secret's trailing newline is not part of the password.
         assert_eq!(r.header("authorization"), Some("Basic dTpw"));
         assert_eq!(r.body, "");
+    }
+
+    #[tokio::test]
+    async fn range_queries_ask_for_the_window_and_read_one_series() {
+        let server = testserver::serve(vec![
+            json(
+                200,
+                r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[700,"1.5"],[730,"NaN"],[760,"2"]]}]}}"#,
+            ),
+            json(
+                200,
+                r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"1"},"values":[]},{"metric":{"a":"2"},"values":[]}]}}"#,
+            ),
+            json(400, r#"{"status":"error","error":"bad"}"#),
+        ]);
+        let http = testserver::clients();
+        let call = Call {
+            http: &http,
+            now: testserver::now(),
+        };
+        let prom = Prometheus::at(&server.url);
+        let points = prom
+            .range(&call, "up{a=\"b\"}\n", 700, 760, 30)
+            .await
+            .unwrap();
+        assert_eq!(
+            points,
+            [
+                fledge_policy::Sample {
+                    timestamp: 700,
+                    value: 1.5
+                },
+                fledge_policy::Sample {
+                    timestamp: 760,
+                    value: 2.0
+                }
+            ]
+        );
+        let many = prom.range(&call, "up", 700, 760, 30).await.unwrap_err();
+        assert!(many.contains("2 series; aggregate it to one"), "{many}");
+        let refused = prom.range(&call, "up", 700, 760, 30).await.unwrap_err();
+        assert!(
+            refused.starts_with("error response: Status 400"),
+            "{refused}"
+        );
+        let sent = server.requests();
+        assert_eq!(sent[0].path, "/api/v1/query_range");
+        let expected = [
+            ("query", "up{a=\"b\"}"),
+            ("start", "700"),
+            ("end", "760"),
+            ("step", "30"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(sent[0].query(), expected);
     }
 
     #[tokio::test]

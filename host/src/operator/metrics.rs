@@ -6,7 +6,7 @@ use super::webhooks::Clients;
 use crate::api::MetricTemplate;
 use crate::core::rollout::{MetricSource, MetricSpec, QueryOutcome, Rollout};
 use crate::metrics::{self, prometheus::Prometheus, Answer, Call, Provider, Source};
-use fledge_policy::MetricResult;
+use fledge_policy::{MetricResult, RangeQuery, Series};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::Client;
@@ -83,6 +83,9 @@ pub fn render(
     Ok(out)
 }
 
+/// How long a step's range queries may take together; they run at once.
+pub const SERIES_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Everything one metric check needs.
 pub struct Checker<'a> {
     pub client: &'a Client,
@@ -107,6 +110,57 @@ impl Checker<'_> {
             }
         }
         out
+    }
+
+    /// Answers a policy's range queries (the `metric-query` capability) at
+    /// the operator's metrics server, each over the window ending at `now`
+    /// (Unix seconds), all at once and within [`SERIES_DEADLINE`]. The query
+    /// text is rendered as a MetricTemplate's, with the analysis interval.
+    pub async fn series(&self, r: &Rollout, queries: &[RangeQuery], now: i64) -> Vec<Series> {
+        let server = Prometheus::at(self.default_server);
+        let interval = range(Duration::from_secs(u64::from(r.analysis.interval_seconds)));
+        // No metric of the Canary: `{{ variables.* }}` has nothing to read.
+        let plain = MetricSpec {
+            name: String::new(),
+            interval: Duration::from_secs(u64::from(r.analysis.interval_seconds)),
+            min: None,
+            max: None,
+            unit: fledge_policy::MetricUnit::None,
+            source: MetricSource::Builtin,
+            variables: BTreeMap::new(),
+        };
+        let call = Call {
+            http: self.http,
+            now: SystemTime::now(),
+        };
+        let asks = queries.iter().map(|q| {
+            let (server, call, plain, interval) = (&server, &call, &plain, &interval);
+            async move {
+                let samples = match render(&q.query, r, plain, interval) {
+                    Err(e) => Err(format!("query render error: {e}")),
+                    Ok(promql) => {
+                        let started = Instant::now();
+                        let start = now - i64::from(q.window_seconds);
+                        let answer = tokio::time::timeout(
+                            SERIES_DEADLINE,
+                            server.range(call, &promql, start, now, q.step_seconds),
+                        )
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!("no answer within {} s", SERIES_DEADLINE.as_secs()))
+                        });
+                        self.telemetry
+                            .observe_query(server.kind(), started.elapsed());
+                        answer
+                    }
+                };
+                Series {
+                    name: q.name.clone(),
+                    samples,
+                }
+            }
+        });
+        futures::future::join_all(asks).await
     }
 
     async fn outcome(&self, r: &Rollout, m: &MetricSpec) -> QueryOutcome {

@@ -634,6 +634,9 @@ async fn perform(
             ctx.telemetry.set_analysis(r, &results);
             o.metrics = Some(results);
         }
+        Request::Series(queries) => {
+            o.series = Some(checker.series(r, &queries, o.now).await);
+        }
     }
 }
 

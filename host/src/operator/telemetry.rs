@@ -6,7 +6,8 @@ use super::resource::CanaryObject;
 use crate::core::{Judge, JudgeError, Rollout, Routes};
 use crate::policy::{Policy, PolicyError};
 use fledge_policy::{
-    Decision, MetricResult, MetricUnit, MetricValue, Phase, PolicyInput, Strategy,
+    Context, Decision, MetricResult, MetricUnit, MetricValue, Phase, PolicyInput, RangeQuery,
+    Strategy,
 };
 use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -460,13 +461,14 @@ fn strategy(s: Strategy) -> &'static str {
 
 const DECISIONS: [&str; 5] = ["advance", "hold", "promote", "rollback", "wait"];
 
-const ERROR_KINDS: [&str; 9] = [
+const ERROR_KINDS: [&str; 10] = [
     "deadline",
     "memory",
     "fuel",
     "input_too_large",
     "trap",
     "invalid_decision",
+    "invalid_queries",
     "instantiate",
     "setup",
     "load",
@@ -492,6 +494,7 @@ pub fn error_kind(e: &PolicyError) -> &'static str {
         PolicyError::InputTooLarge { .. } => "input_too_large",
         PolicyError::Trap { .. } => "trap",
         PolicyError::InvalidDecision(_) => "invalid_decision",
+        PolicyError::InvalidQueries(_) => "invalid_queries",
         PolicyError::Instantiate(_) => "instantiate",
         PolicyError::Setup(_) => "setup",
         // Loading errors: a loaded policy does not meet them when deciding.
@@ -522,9 +525,21 @@ pub fn policy_label(record: &crate::operator::status::PolicyInForce, namespace: 
 }
 
 impl Judge for Recorded<'_> {
-    fn decide(&self, input: &PolicyInput) -> Result<Decision, JudgeError> {
+    fn queries(&self, input: &PolicyInput, ctx: &Context) -> Result<Vec<RangeQuery>, JudgeError> {
+        self.policy.queries(input, ctx).map_err(|e| {
+            self.telemetry
+                .policy_errors
+                .get_or_create(&ErrorLabels {
+                    kind: error_kind(&e).to_string(),
+                })
+                .inc();
+            JudgeError(e.to_string())
+        })
+    }
+
+    fn decide(&self, input: &PolicyInput, ctx: &Context) -> Result<Decision, JudgeError> {
         let started = Instant::now();
-        let result = self.policy.evaluate(input);
+        let result = self.policy.evaluate_in(input, ctx);
         self.telemetry
             .decided(self.policy, self.name, &result, started.elapsed());
         result.map_err(|e| JudgeError(e.to_string()))

@@ -1,15 +1,17 @@
-//! The generated host bindings of `fledge:policy/rollout-policy` and the
-//! conversions between them and the plain `fledge_policy` types. Nothing else
-//! in the crate names a generated type.
+//! The generated host bindings of `fledge:policy/rollout-policy-with-queries`
+//! (which includes `rollout-policy`) and the conversions between them and the
+//! plain `fledge_policy` types. Nothing else in the crate names a generated type.
 use super::limits::PolicyState;
+use wasmtime::component::{ComponentExportIndex, InstancePre};
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "fledge:policy/rollout-policy",
+    world: "fledge:policy/rollout-policy-with-queries",
 });
 
 pub use self::fledge::policy::host::LogLevel;
 use self::fledge::policy::types as w;
+pub use w::{Decision as WitDecision, PolicyInput as WitInput, RangeQuery as WitRangeQuery};
 
 impl self::fledge::policy::types::Host for PolicyState {}
 
@@ -19,14 +21,104 @@ impl self::fledge::policy::host::Host for PolicyState {
     }
 }
 
-/// Registers the host's imports (only `fledge:policy/host`; no WASI).
+impl self::fledge::policy::config::Host for PolicyState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.step.config.get(&key).cloned()
+    }
+
+    fn entries(&mut self) -> Vec<(String, String)> {
+        self.step
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+impl self::fledge::policy::clock::Host for PolicyState {
+    fn now(&mut self) -> i64 {
+        self.step.now
+    }
+}
+
+impl self::fledge::policy::metric_query::Host for PolicyState {
+    fn answers(&mut self) -> Vec<w::Series> {
+        self.step
+            .series
+            .iter()
+            .map(|s| w::Series {
+                name: s.name.clone(),
+                samples: s.samples.as_ref().map_err(Clone::clone).map(|points| {
+                    points
+                        .iter()
+                        .map(|p| w::Sample {
+                            timestamp: p.timestamp,
+                            value: p.value,
+                        })
+                        .collect()
+                }),
+            })
+            .collect()
+    }
+}
+
+/// Registers the host's imports: `host`, `config`, `clock` and
+/// `metric-query` (which only components granted the capability may
+/// import; see `PolicyRuntime::load`). No WASI.
 pub fn add_to_linker(
     linker: &mut wasmtime::component::Linker<PolicyState>,
 ) -> wasmtime::Result<()> {
-    RolloutPolicy::add_to_linker::<PolicyState, wasmtime::component::HasSelf<PolicyState>>(
+    RolloutPolicyWithQueries::add_to_linker::<PolicyState, wasmtime::component::HasSelf<PolicyState>>(
         linker,
         |state| state,
     )
+}
+
+/// Where a linked component's exports are: `decide` always, `queries` when
+/// the component has it. Both are type-checked when the component is linked.
+#[derive(Clone, Copy)]
+pub struct Exports {
+    pub decide: ComponentExportIndex,
+    pub queries: Option<ComponentExportIndex>,
+}
+
+impl Exports {
+    pub fn find(pre: &InstancePre<PolicyState>) -> wasmtime::Result<Exports> {
+        use wasmtime::component::types::ComponentItem;
+        let component = pre.component();
+        let ty = pre.instance_type();
+        let func = |name: &str| match component.get_export(None, name) {
+            Some((ComponentItem::ComponentFunc(f), index)) => Ok(Some((f, index))),
+            Some(_) => Err(wasmtime::format_err!("export `{name}` is not a function")),
+            None => Ok(None),
+        };
+        let (f, decide) =
+            func("decide")?.ok_or_else(|| wasmtime::format_err!("no export `decide` found"))?;
+        wasmtime::error::Context::context(
+            f.typecheck::<(&w::PolicyInput,), (w::Decision,)>(&ty),
+            "type-checking export func `decide`",
+        )?;
+        let queries = match func("queries")? {
+            Some((f, index)) => {
+                wasmtime::error::Context::context(
+                    f.typecheck::<(&w::PolicyInput,), (Vec<w::RangeQuery>,)>(&ty),
+                    "type-checking export func `queries`",
+                )?;
+                Some(index)
+            }
+            None => None,
+        };
+        Ok(Exports { decide, queries })
+    }
+}
+
+pub fn range_query_from_wit(q: w::RangeQuery) -> fledge_policy::RangeQuery {
+    fledge_policy::RangeQuery {
+        name: q.name,
+        query: q.query,
+        window_seconds: q.window_seconds,
+        step_seconds: q.step_seconds,
+    }
 }
 
 fn rules_to_wit(rules: &[fledge_policy::MatchRule]) -> Vec<w::MatchRule> {

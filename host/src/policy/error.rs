@@ -43,16 +43,19 @@ pub enum PolicyError {
     // error chains would print it twice.
     #[error("policy returned an invalid decision: {0}")]
     InvalidDecision(InvalidDecision),
+    /// The range queries a policy asked for break the host's bounds.
+    #[error("policy asked for range queries beyond the host's bounds: {0}")]
+    InvalidQueries(String),
     /// A component, but for another world.
     #[error(
-        "this component does not implement fledge:policy/rollout-policy@0.1.0: {0}; \
+        "this component does not implement fledge:policy/rollout-policy@0.1.1: {0}; \
          build it against wit/fledge-policy.wit"
     )]
     WorldMismatch(String),
     /// The component imports what the world does not provide.
     #[error(
         "the component imports {}, which no policy may import: \
-         the world allows only fledge:policy/host; \
+         the world allows only fledge:policy's host, config, clock and metric-query; \
          remove the dependency that needs it (WASI, a JavaScript binding, a host function)",
         some(.0)
     )]

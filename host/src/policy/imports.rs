@@ -1,12 +1,26 @@
-//! What a policy may import: the host interface of its world and nothing
-//! else. A component that imports more (WASI, the metric-query capability,
-//! a host function of its own) cannot be linked, and the error names every
-//! import that is in the way.
+//! What a policy may import: the interfaces of its world and nothing else.
+//! A component that imports more (WASI, a host function of its own) cannot
+//! be linked, and the error names every import that is in the way. Whether
+//! it may import `metric-query` is the policy object's grant, checked where
+//! the grant is known.
 use crate::core::text::one_line;
 use wasmparser::{Parser, Payload};
 
-/// The world's imports: the host's log function and the shared types.
-const ALLOWED: &[&str] = &["fledge:policy/host@0.1.0", "fledge:policy/types@0.1.0"];
+/// The worlds' imports, in every 0.1 version the host serves.
+const ALLOWED: &[&str] = &[
+    "fledge:policy/host@0.1.0",
+    "fledge:policy/types@0.1.0",
+    "fledge:policy/host@0.1.1",
+    "fledge:policy/types@0.1.1",
+    "fledge:policy/config@0.1.1",
+    "fledge:policy/clock@0.1.1",
+    "fledge:policy/metric-query@0.1.1",
+];
+
+/// Whether `name` is the `metric-query` capability's interface.
+pub fn is_metric_query(name: &str) -> bool {
+    name == "fledge:policy/metric-query@0.1.1"
+}
 
 /// Longest import name kept in an error.
 const MAX_NAME_BYTES: usize = 256;
@@ -24,7 +38,7 @@ pub fn foreign<'a>(imports: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 /// The imports of a core module (before it is made a component) that the
 /// world does not provide, as `module::name`. wit-bindgen names a module
 /// import after its WIT interface, so a policy's module imports
-/// `fledge:policy/host@0.1.0` only; anything else came from a dependency.
+/// `fledge:policy/*` only; anything else came from a dependency.
 /// Unreadable bytes give an empty list: making the component reports them.
 pub fn foreign_in_core_module(module: &[u8]) -> Vec<String> {
     let mut found = Vec::new();

@@ -64,6 +64,23 @@ pub fn encoded_len(input: &PolicyInput) -> usize {
     len
 }
 
+/// `series`: name and `result<list<sample>, string>`; `sample`: s64 and f64.
+const SERIES: usize = 20;
+const SAMPLE: usize = 16;
+
+/// Bytes the answers to a policy's range queries take in its memory.
+pub fn series_len(series: &[fledge_policy::Series]) -> usize {
+    series.iter().fold(0usize, |len, s| {
+        let body = match &s.samples {
+            Ok(points) => points.len().saturating_mul(SAMPLE),
+            Err(why) => why.len(),
+        };
+        len.saturating_add(SERIES)
+            .saturating_add(s.name.len())
+            .saturating_add(body)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

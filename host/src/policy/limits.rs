@@ -48,6 +48,19 @@ pub struct PolicyState {
     pub lines: Vec<LogLine>,
     /// Lines refused because `max_lines` was reached.
     pub dropped_lines: usize,
+    /// What the `clock`, `config` and `metric-query` imports answer.
+    pub step: StepData,
+}
+
+/// The facts of one step that a policy reads through host imports.
+#[derive(Debug, Clone, Default)]
+pub struct StepData {
+    /// Unix seconds of the step.
+    pub now: i64,
+    /// The policy object's `spec.config`, shared by every decision.
+    pub config: std::sync::Arc<std::collections::BTreeMap<String, String>>,
+    /// Answers to the policy's range queries (empty before they ran).
+    pub series: Vec<fledge_policy::Series>,
 }
 
 impl PolicyState {
@@ -60,6 +73,7 @@ impl PolicyState {
             limits,
             lines: Vec::new(),
             dropped_lines: 0,
+            step: StepData::default(),
         }
     }
 

@@ -34,18 +34,32 @@ pub use native::NativeJudge;
 use crate::core::text::one_line;
 use crate::core::validate::MAX_REASON_BYTES;
 use crate::core::{Judge, JudgeError};
-use bindings::RolloutPolicyPre;
-use fledge_policy::{Decision, PolicyInput};
-use limits::{PolicyState, Slots};
+use bindings::Exports;
+use fledge_policy::{Context, Decision, PolicyInput, RangeQuery};
+use limits::{PolicyState, Slots, StepData};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, PoolingAllocationConfig, Store, Trap};
 
-/// The world every policy must implement.
-pub const WORLD: &str = "fledge:policy/rollout-policy@0.1.0";
+/// The world every policy must implement (0.1.0 components implement it too:
+/// a 0.1.x host serves every earlier 0.1 import).
+pub const WORLD: &str = "fledge:policy/rollout-policy@0.1.1";
+
+/// The world of a policy with the `metric-query` capability.
+pub const WORLD_WITH_QUERIES: &str = "fledge:policy/rollout-policy-with-queries@0.1.1";
+
+/// The interface a component imports when it reads series of its own.
+pub const METRIC_QUERY: &str = "fledge:policy/metric-query";
+
+/// Range queries one decision may ask for.
+pub const MAX_QUERIES: usize = 16;
+/// Samples one range query may return (window / step + 1).
+pub const MAX_POINTS_PER_QUERY: u64 = 1_100;
+/// Samples all range queries of one decision may return together.
+pub const MAX_POINTS_PER_DECISION: u64 = 11_000;
 
 /// The built-in policy (`policies/flagger`), compiled to a component at build time.
 pub static BUILTIN_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flagger.wasm"));
@@ -162,10 +176,19 @@ struct Shared {
     linker: Linker<PolicyState>,
     /// Compiled, linked components by sha256 of their bytes: loading the same
     /// bytes twice compiles once.
-    cache: Mutex<HashMap<String, RolloutPolicyPre<PolicyState>>>,
+    cache: Mutex<HashMap<String, Linked>>,
     slots: Slots,
     /// Only with a deadline: fuel needs no clock.
     _ticker: Option<ticker::EpochTicker>,
+}
+
+/// A compiled component with its imports resolved and exports found.
+#[derive(Clone)]
+struct Linked {
+    pre: InstancePre<PolicyState>,
+    exports: Exports,
+    /// It imports `metric-query`: it may only run with the capability.
+    metric_query: bool,
 }
 
 /// Loads and runs policy components. One per process; cheap to clone (clones
@@ -326,10 +349,11 @@ impl PolicyRuntime {
         Ok(Policy {
             inner: Arc::new(PolicyInner {
                 digest,
-                pre,
+                linked: pre,
                 shared: Arc::clone(&self.shared),
                 deadline: None,
                 memory_limit: None,
+                config: Arc::default(),
             }),
         })
     }
@@ -358,14 +382,20 @@ impl PolicyRuntime {
     }
 
     /// Resolves the imports against the host and type-checks the `decide`
-    /// export; any mismatch means the component targets another world.
-    fn link(&self, component: &Component) -> Result<RolloutPolicyPre<PolicyState>, PolicyError> {
+    /// (and `queries`) exports; any mismatch means the component targets
+    /// another world.
+    fn link(&self, component: &Component) -> Result<Linked, PolicyError> {
         let (imports, exports) = describe(&self.shared.engine, component);
         let ty = component.component_type();
-        let foreign = imports::foreign(ty.imports(&self.shared.engine).map(|(name, _)| name));
+        let names: Vec<&str> = ty
+            .imports(&self.shared.engine)
+            .map(|(name, _)| name)
+            .collect();
+        let foreign = imports::foreign(names.iter().copied());
         if !foreign.is_empty() {
             return Err(PolicyError::ForbiddenImports(foreign));
         }
+        let metric_query = names.iter().any(|n| imports::is_metric_query(n));
         let mismatch = |e: wasmtime::Error| {
             PolicyError::WorldMismatch(one_line(
                 &format!(
@@ -381,7 +411,17 @@ impl PolicyRuntime {
             .linker
             .instantiate_pre(component)
             .map_err(mismatch)?;
-        RolloutPolicyPre::new(pre).map_err(mismatch)
+        let found = Exports::find(&pre).map_err(mismatch)?;
+        if metric_query && found.queries.is_none() {
+            return Err(mismatch(wasmtime::format_err!(
+                "it imports {METRIC_QUERY} but does not export `queries` ({WORLD_WITH_QUERIES})"
+            )));
+        }
+        Ok(Linked {
+            pre,
+            exports: found,
+            metric_query,
+        })
     }
 }
 
@@ -406,11 +446,13 @@ pub struct Policy {
 
 struct PolicyInner {
     digest: String,
-    pre: RolloutPolicyPre<PolicyState>,
+    linked: Linked,
     shared: Arc<Shared>,
     /// Tighter bounds than the runtime's, for this policy alone.
     deadline: Option<Duration>,
     memory_limit: Option<usize>,
+    /// The policy object's `spec.config`, read through the `config` import.
+    config: Arc<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -442,22 +484,86 @@ impl Policy {
         Policy {
             inner: Arc::new(PolicyInner {
                 digest: self.inner.digest.clone(),
-                pre: self.inner.pre.clone(),
+                linked: self.inner.linked.clone(),
                 shared: Arc::clone(shared),
                 deadline,
                 memory_limit,
+                config: Arc::clone(&self.inner.config),
             }),
         }
     }
 
+    /// This policy reading `config` through the `config` import.
+    pub fn with_config(&self, config: BTreeMap<String, String>) -> Policy {
+        let inner = &self.inner;
+        Policy {
+            inner: Arc::new(PolicyInner {
+                digest: inner.digest.clone(),
+                linked: inner.linked.clone(),
+                shared: Arc::clone(&inner.shared),
+                deadline: inner.deadline,
+                memory_limit: inner.memory_limit,
+                config: Arc::new(config),
+            }),
+        }
+    }
+
+    /// The config the policy reads.
+    pub fn config(&self) -> &BTreeMap<String, String> {
+        &self.inner.config
+    }
+
+    /// Whether the component imports `metric-query`: it may only be used by
+    /// a policy object granted that capability.
+    pub fn needs_metric_query(&self) -> bool {
+        self.inner.linked.metric_query
+    }
+
+    /// The range queries the policy asks for before it judges `input` at
+    /// `ctx.now`, checked against the host's bounds; none unless the
+    /// component reads series (imports `metric-query`).
+    pub fn queries(
+        &self,
+        input: &PolicyInput,
+        ctx: &Context,
+    ) -> Result<Vec<RangeQuery>, PolicyError> {
+        let linked = &self.inner.linked;
+        let Some(index) = linked.exports.queries.filter(|_| linked.metric_query) else {
+            return Ok(Vec::new());
+        };
+        let wit_input = bindings::input_to_wit(input);
+        let queries = self.call(input, ctx, |store, instance| {
+            let func = instance
+                .get_typed_func::<(&bindings::WitInput,), (Vec<bindings::WitRangeQuery>,)>(
+                    &mut *store,
+                    index,
+                )?;
+            Ok(func.call(&mut *store, (&wit_input,))?.0)
+        })?;
+        let queries: Vec<RangeQuery> = queries
+            .into_iter()
+            .map(bindings::range_query_from_wit)
+            .collect();
+        check_queries(&queries)?;
+        Ok(queries)
+    }
+
     /// Runs one decision in a fresh instance and validates it against
     /// `input`; its reasons come back as single lines without control
-    /// characters (see [`crate::core::text`]).
-    pub fn evaluate(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
-        let mut decision = self.run(input)?;
+    /// characters (see [`crate::core::text`]). The policy reads `ctx.now`
+    /// and `ctx.series` through its imports, and its own config (not
+    /// `ctx.config`).
+    pub fn evaluate_in(&self, input: &PolicyInput, ctx: &Context) -> Result<Decision, PolicyError> {
+        let mut decision = self.run(input, ctx)?;
         validate_decision(input, &decision)?;
         clean_reasons(&mut decision);
         Ok(decision)
+    }
+
+    /// [`Policy::evaluate_in`] with an empty context (time 0, no series),
+    /// for tools and tests that judge an input alone.
+    pub fn evaluate(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
+        self.evaluate_in(input, &Context::default())
     }
 
     /// Fuel one decision on `input` consumes, when the runtime counts fuel.
@@ -466,25 +572,76 @@ impl Policy {
             return Ok(None);
         };
         let mut left = 0;
-        self.run_with(input, |store| left = store.get_fuel().unwrap_or(0))?;
+        self.run_with(input, &Context::default(), |store| {
+            left = store.get_fuel().unwrap_or(0)
+        })?;
         Ok(Some(budget - left))
     }
 
     /// One decision, not yet validated.
-    fn run(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
-        self.run_with(input, |_| {})
+    fn run(&self, input: &PolicyInput, ctx: &Context) -> Result<Decision, PolicyError> {
+        self.run_with(input, ctx, |_| {})
     }
 
     /// One decision; `after` sees the store once the call returned.
     fn run_with(
         &self,
         input: &PolicyInput,
+        ctx: &Context,
         after: impl FnOnce(&Store<PolicyState>),
     ) -> Result<Decision, PolicyError> {
+        let index = self.inner.linked.exports.decide;
+        let wit_input = bindings::input_to_wit(input);
+        let mut after = Some(after);
+        let decision = self.call_with(
+            input,
+            ctx,
+            |store, instance| {
+                let func = instance
+                    .get_typed_func::<(&bindings::WitInput,), (bindings::WitDecision,)>(
+                        &mut *store,
+                        index,
+                    )?;
+                Ok(func.call(&mut *store, (&wit_input,))?.0)
+            },
+            |store| {
+                if let Some(after) = after.take() {
+                    after(store)
+                }
+            },
+        )?;
+        Ok(bindings::decision_from_wit(decision))
+    }
+
+    /// One call of an export in a fresh instance.
+    fn call<R>(
+        &self,
+        input: &PolicyInput,
+        ctx: &Context,
+        export: impl FnOnce(
+            &mut Store<PolicyState>,
+            &wasmtime::component::Instance,
+        ) -> wasmtime::Result<R>,
+    ) -> Result<R, PolicyError> {
+        self.call_with(input, ctx, export, |_| {})
+    }
+
+    /// One call of an export in a fresh instance, bounded in time (or fuel)
+    /// and memory; `after` sees the store once the call returned.
+    fn call_with<R>(
+        &self,
+        input: &PolicyInput,
+        ctx: &Context,
+        export: impl FnOnce(
+            &mut Store<PolicyState>,
+            &wasmtime::component::Instance,
+        ) -> wasmtime::Result<R>,
+        after: impl FnOnce(&Store<PolicyState>),
+    ) -> Result<R, PolicyError> {
         let shared = &*self.inner.shared;
         // Blame an oversized input on the input, before the guest runs out
         // of memory copying it in.
-        let size = input::encoded_len(input);
+        let size = input::encoded_len(input).saturating_add(input::series_len(&ctx.series));
         let limit = shared.config.input_limit();
         if size > limit {
             return Err(PolicyError::InputTooLarge { size, limit });
@@ -499,6 +656,11 @@ impl Policy {
                 shared.config.log,
             ),
         );
+        store.data_mut().step = StepData {
+            now: ctx.now,
+            config: Arc::clone(&self.inner.config),
+            series: ctx.series.clone(),
+        };
         store.limiter(|state| &mut state.memory);
         // Set before instantiation, so start functions are bounded too.
         match shared.config.budget {
@@ -512,16 +674,16 @@ impl Policy {
                 .map_err(|e| PolicyError::Setup(format!("cannot set the fuel budget: {e}")))?,
         }
 
-        let wit_input = bindings::input_to_wit(input);
         let result = self
             .inner
+            .linked
             .pre
             .instantiate(&mut store)
-            .and_then(|policy| policy.call_decide(&mut store, &wit_input));
+            .and_then(|instance| export(&mut store, &instance));
         after(&store);
         self.emit_log(&input.canary, store.data());
         match result {
-            Ok(decision) => Ok(bindings::decision_from_wit(decision)),
+            Ok(value) => Ok(value),
             Err(err) => {
                 // Errors state the bounds this policy ran under.
                 let mut config = shared.config.clone();
@@ -562,9 +724,62 @@ impl Policy {
 }
 
 impl Judge for Policy {
-    fn decide(&self, input: &PolicyInput) -> Result<Decision, JudgeError> {
-        self.evaluate(input).map_err(|e| JudgeError(e.to_string()))
+    fn queries(&self, input: &PolicyInput, ctx: &Context) -> Result<Vec<RangeQuery>, JudgeError> {
+        Policy::queries(self, input, ctx).map_err(|e| JudgeError(e.to_string()))
     }
+
+    fn decide(&self, input: &PolicyInput, ctx: &Context) -> Result<Decision, JudgeError> {
+        self.evaluate_in(input, ctx)
+            .map_err(|e| JudgeError(e.to_string()))
+    }
+}
+
+/// The host's bounds on what a policy may ask for in one step: at most
+/// [`MAX_QUERIES`] queries with unique, non-empty names, a step of at least
+/// a second, and [`MAX_POINTS_PER_QUERY`] / [`MAX_POINTS_PER_DECISION`]
+/// samples. Counted before any query runs.
+pub fn check_queries(queries: &[RangeQuery]) -> Result<(), PolicyError> {
+    let refuse = |why: String| Err(PolicyError::InvalidQueries(one_line(&why, MAX_ERROR_BYTES)));
+    if queries.len() > MAX_QUERIES {
+        return refuse(format!(
+            "{} range queries, at most {MAX_QUERIES} per decision",
+            queries.len()
+        ));
+    }
+    let mut total = 0u64;
+    for (i, q) in queries.iter().enumerate() {
+        if q.name.trim().is_empty() {
+            return refuse(format!("range query {i} has no name"));
+        }
+        if queries[..i].iter().any(|other| other.name == q.name) {
+            return refuse(format!("two range queries are named {}", q.name));
+        }
+        if q.query.trim().is_empty() {
+            return refuse(format!("range query {} has no query", q.name));
+        }
+        if q.step_seconds == 0 || q.window_seconds == 0 {
+            return refuse(format!(
+                "range query {}: window and step must be at least 1 second",
+                q.name
+            ));
+        }
+        if q.points() > MAX_POINTS_PER_QUERY {
+            return refuse(format!(
+                "range query {} asks for {} samples ({} s / {} s), at most {MAX_POINTS_PER_QUERY}",
+                q.name,
+                q.points(),
+                q.window_seconds,
+                q.step_seconds
+            ));
+        }
+        total += q.points();
+    }
+    if total > MAX_POINTS_PER_DECISION {
+        return refuse(format!(
+            "the range queries ask for {total} samples, at most {MAX_POINTS_PER_DECISION} per decision"
+        ));
+    }
+    Ok(())
 }
 
 /// Turns a failed instantiation or call into the error a person can act on:

@@ -2,7 +2,7 @@
 //! component, without the sandbox. For tests and benchmarks of the core.
 use crate::core::validate::validate_decision;
 use crate::core::{Judge, JudgeError};
-use fledge_policy::{Decision, PolicyInput};
+use fledge_policy::{Context, Decision, PolicyInput};
 
 /// [`fledge_policy_flagger::decide`] plus [`validate_decision`], as a
 /// [`Judge`]; reasons are cleaned as the Wasm runtime cleans them.
@@ -10,7 +10,7 @@ use fledge_policy::{Decision, PolicyInput};
 pub struct NativeJudge;
 
 impl Judge for NativeJudge {
-    fn decide(&self, input: &PolicyInput) -> Result<Decision, JudgeError> {
+    fn decide(&self, input: &PolicyInput, _: &Context) -> Result<Decision, JudgeError> {
         let mut decision = fledge_policy_flagger::decide(input);
         validate_decision(input, &decision).map_err(|e| {
             JudgeError(format!(
@@ -32,7 +32,7 @@ mod tests {
         let mut input = testing::guide_input();
         input.state.canary_weight = 45;
         input.state.primary_weight = 55;
-        let decision = NativeJudge.decide(&input).unwrap();
+        let decision = NativeJudge.decide(&input, &Context::default()).unwrap();
         assert_eq!(
             decision,
             Decision::Advance(Advance {
@@ -55,7 +55,7 @@ mod tests {
             max: Some(1.0),
             unit: MetricUnit::None,
         }];
-        let Decision::Hold(hold) = NativeJudge.decide(&input).unwrap() else {
+        let Decision::Hold(hold) = NativeJudge.decide(&input, &Context::default()).unwrap() else {
             panic!("expected a hold");
         };
         assert_eq!(hold.reason, "errors\\u{1b}[2J forged 5.00 > 1");

@@ -141,7 +141,7 @@ fn builtin_ab_test_iterates_ten_times_with_the_guide_match_rules() {
 fn builtin_judges_through_the_judge_trait() {
     let policy: &dyn Judge = &builtin();
     assert_eq!(
-        policy.decide(&guide_input()),
+        policy.decide(&guide_input(), &fledge_policy::Context::default()),
         Ok(Decision::Advance(Advance {
             route: RoutePlan::weighted(5),
             iteration: 0,
@@ -220,7 +220,9 @@ fn panic_is_a_trap_that_carries_the_panic_message() {
         "{log:?}"
     );
     // What the core sees.
-    let judged = fixture("panic").decide(&guide_input()).unwrap_err();
+    let judged = fixture("panic")
+        .decide(&guide_input(), &fledge_policy::Context::default())
+        .unwrap_err();
     assert!(
         judged.0.contains("fixture policy gave up on podinfo.test"),
         "{judged}"
@@ -239,7 +241,9 @@ fn weight_150_is_refused_by_validation() {
             }
         ))
     );
-    let judged = policy.decide(&guide_input()).unwrap_err();
+    let judged = policy
+        .decide(&guide_input(), &fledge_policy::Context::default())
+        .unwrap_err();
     assert_eq!(
         judged.0,
         "policy returned an invalid decision: canary weight 150 is outside 0..=100"
@@ -255,7 +259,7 @@ fn wrong_world_fails_to_load_with_a_clear_error() {
     assert!(detail.starts_with("it exports run (func)"), "{detail}");
     let text = err.to_string();
     assert!(
-        text.starts_with("this component does not implement fledge:policy/rollout-policy@0.1.0"),
+        text.starts_with("this component does not implement fledge:policy/rollout-policy@0.1.1"),
         "{text}"
     );
     assert!(
@@ -592,7 +596,10 @@ fn hostile_reasons_come_back_as_clean_single_lines() {
         Decision::Wait(expected.into())
     );
     // What the core sees through the Judge trait is clean too.
-    let Decision::Hold(hold) = policy.decide(&hostile_input("hold")).unwrap() else {
+    let Decision::Hold(hold) = policy
+        .decide(&hostile_input("hold"), &fledge_policy::Context::default())
+        .unwrap()
+    else {
         panic!("expected a hold");
     };
     assert_clean(&hold.reason);
@@ -627,17 +634,10 @@ fn imports_beyond_the_world_are_named() {
     };
     let mut names = names.clone();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "fledge:policy/metric-query@0.1.0",
-            "host-time",
-            "wasi:clocks/wall-clock@0.2.0"
-        ]
-    );
+    assert_eq!(names, ["host-time", "wasi:clocks/wall-clock@0.2.0"]);
     let text = err.to_string();
     assert!(
-        text.contains("which no policy may import: the world allows only fledge:policy/host"),
+        text.contains("which no policy may import: the world allows only fledge:policy's host"),
         "{text}"
     );
     let info = runtime().inspect(&fixture_bytes("extra-imports")).unwrap();
@@ -1168,8 +1168,160 @@ mod agreement {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
         fn wasm_and_native_builtin_agree(input in input()) {
-            let sandboxed = builtin().run(&input).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let sandboxed = builtin().run(&input, &fledge_policy::Context::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(sandboxed, fledge_policy_flagger::decide(&input));
         }
     }
+}
+
+/// The built-in policy as Fledge built it for `fledge:policy@0.1.0`
+/// (policies/fixtures/v0.1.0).
+const BUILTIN_0_1_0: &[u8] = include_bytes!("../../../policies/fixtures/v0.1.0/flagger-0.1.0.wasm");
+
+#[test]
+fn a_component_built_for_0_1_0_loads_and_decides_as_the_builtin() {
+    let old = runtime()
+        .load(BUILTIN_0_1_0)
+        .expect("a 0.1.0 component loads");
+    assert!(!old.needs_metric_query());
+    let info = runtime().inspect(BUILTIN_0_1_0).unwrap();
+    assert!(
+        info.imports
+            .iter()
+            .any(|i| i.starts_with("fledge:policy/host@0.1.0")),
+        "{:?}",
+        info.imports
+    );
+    let mut input = guide_input();
+    for (weight, rate) in [(0, 99.9), (10, 99.9), (25, 50.0), (50, 99.9)] {
+        input.state.canary_weight = weight;
+        input.state.primary_weight = 100 - weight;
+        input.metrics = vec![success_rate(rate), duration(120.0)];
+        assert_eq!(
+            old.evaluate(&input).unwrap(),
+            builtin().evaluate(&input).unwrap(),
+            "at {weight}% and {rate}%"
+        );
+    }
+}
+
+#[test]
+fn a_policy_reads_the_time_and_its_config_without_any_capability() {
+    let policy =
+        fixture("clock-reader").with_config([("greeting".to_string(), "hi".to_string())].into());
+    assert!(!policy.needs_metric_query());
+    let info = runtime().inspect(&fixture_bytes("clock-reader")).unwrap();
+    assert!(
+        !info.imports.iter().any(|i| i.contains("metric-query")),
+        "{:?}",
+        info.imports
+    );
+    let d = policy
+        .evaluate_in(&guide_input(), &Context::at(1_764_600_000))
+        .unwrap();
+    assert_eq!(d, Decision::halt("at 1764600000: hi"));
+    // Another policy object's config, same module.
+    let bare = fixture("clock-reader");
+    assert_eq!(
+        bare.evaluate_in(&guide_input(), &Context::at(5)).unwrap(),
+        Decision::halt("at 5: none")
+    );
+    // No queries to answer for a policy that reads no series.
+    assert!(policy
+        .queries(&guide_input(), &Context::at(5))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_policy_with_metric_query_asks_then_reads_the_answers() {
+    let config: BTreeMap<String, String> = [
+        ("queries", "canary,primary"),
+        ("query.canary", "sum(rate(x{pod=~\"{{ target }}-.*\"}[1m]))"),
+        (
+            "query.primary",
+            "sum(rate(x{pod=~\"{{ target }}-primary-.*\"}[1m]))",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let policy = fixture("series-reader").with_config(config);
+    assert!(policy.needs_metric_query());
+    let ctx = Context::at(1_000);
+    let queries = policy.queries(&guide_input(), &ctx).unwrap();
+    assert_eq!(
+        queries,
+        [
+            RangeQuery::new(
+                "canary",
+                "sum(rate(x{pod=~\"{{ target }}-.*\"}[1m]))",
+                60,
+                10
+            ),
+            RangeQuery::new(
+                "primary",
+                "sum(rate(x{pod=~\"{{ target }}-primary-.*\"}[1m]))",
+                60,
+                10
+            ),
+        ]
+    );
+    let points = |v: &[f64]| {
+        v.iter()
+            .enumerate()
+            .map(|(i, v)| Sample {
+                timestamp: 940 + 10 * i as i64,
+                value: *v,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut answered = ctx.clone().with_series("canary", points(&[1.0, 2.0, 3.0]));
+    answered.series.push(Series {
+        name: "primary".into(),
+        samples: Err("connection refused".into()),
+    });
+    assert_eq!(
+        policy.evaluate_in(&guide_input(), &answered).unwrap(),
+        Decision::halt("at 1000 with 3 config entries: canary=3x6 primary!connection refused")
+    );
+}
+
+#[test]
+fn range_queries_beyond_the_bounds_are_refused_before_any_runs() {
+    let q = |name: &str, window: u32, step: u32| RangeQuery::new(name, "up", window, step);
+    assert!(check_queries(&[q("a", 600, 10), q("b", 600, 10)]).is_ok());
+    let refused = |qs: &[RangeQuery]| check_queries(qs).unwrap_err().to_string();
+    assert!(refused(&[q("a", 60, 10), q("a", 60, 10)]).contains("two range queries are named a"));
+    assert!(refused(&[q("", 60, 10)]).contains("range query 0 has no name"));
+    assert!(refused(&[q("a", 60, 0)]).contains("at least 1 second"));
+    assert!(
+        refused(&[q("a", 86_400, 10)])
+            .contains("asks for 8641 samples (86400 s / 10 s), at most 1100"),
+        "{}",
+        refused(&[q("a", 86_400, 10)])
+    );
+    let many: Vec<_> = (0..17).map(|i| q(&format!("q{i}"), 60, 10)).collect();
+    assert!(refused(&many).contains("17 range queries, at most 16"));
+    let heavy: Vec<_> = (0..11).map(|i| q(&format!("q{i}"), 10_800, 10)).collect();
+    assert!(
+        refused(&heavy).contains("at most 11000 per decision"),
+        "{}",
+        refused(&heavy)
+    );
+}
+
+#[test]
+fn the_builtin_imports_nothing_new() {
+    let info = runtime().inspect(BUILTIN_COMPONENT).unwrap();
+    let mut names: Vec<_> = info
+        .imports
+        .iter()
+        .map(|i| i.split(' ').next().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["fledge:policy/host@0.1.1", "fledge:policy/types@0.1.1"]
+    );
 }

@@ -5,6 +5,7 @@ pub mod load;
 pub mod output;
 pub mod plot;
 pub mod scenario;
+pub mod series;
 pub mod world;
 
 use crate::core::rollout::Severity;

@@ -34,6 +34,10 @@ pub struct Scenario {
     /// of that metric (the last repeats).
     #[serde(default)]
     pub metrics: BTreeMap<String, Script<Reading>>,
+    /// By range query name (a policy with the `metric-query` capability):
+    /// `{mean, spread}` for samples around `mean`, or `error` / `nodata`.
+    #[serde(default)]
+    pub series: BTreeMap<String, super::series::SeriesScript>,
     /// Further changes of the target, each after a number of steps since the trigger.
     #[serde(default)]
     pub updates: Vec<Update>,
@@ -183,6 +187,9 @@ impl Scenario {
                     "shorten the list: its last entry repeats for every further call",
                 ));
             }
+        }
+        for (name, script) in &self.series {
+            script.check(name)?;
         }
         if self.trigger.is_empty() {
             return Err(issue(

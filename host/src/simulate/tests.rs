@@ -397,7 +397,7 @@ fn a_metric_query_error_halts_and_never_promotes() {
 
 struct Broken;
 impl Judge for Broken {
-    fn decide(&self, _: &PolicyInput) -> Result<Decision, JudgeError> {
+    fn decide(&self, _: &PolicyInput, _: &fledge_policy::Context) -> Result<Decision, JudgeError> {
         Err(JudgeError(
             "policy trapped: wasm `unreachable` instruction executed".into(),
         ))

@@ -199,6 +199,7 @@ impl World {
             },
             webhooks: BTreeMap::new(),
             metrics: None,
+            series: None,
             decision: None,
         }
     }
@@ -226,6 +227,17 @@ impl World {
                     }
                 }
                 obs.metrics = Some(results);
+            }
+            Request::Series(queries) => {
+                let now = obs.now;
+                let answers = queries
+                    .iter()
+                    .map(|q| match self.scenario.series.get(&q.name) {
+                        Some(script) => script.answer(q, now),
+                        None => super::series::unscripted(q),
+                    })
+                    .collect();
+                obs.series = Some(answers);
             }
         }
     }

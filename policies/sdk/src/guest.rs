@@ -5,15 +5,15 @@
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "fledge:policy/rollout-policy",
+        world: "fledge:policy/rollout-policy-with-queries",
         pub_export_macro: true,
         export_macro_name: "__export_rollout_policy",
         default_bindings_module: "fledge_policy::guest::bindings",
     });
 }
 
-use bindings::fledge::policy::host;
 use bindings::fledge::policy::types as w;
+use bindings::fledge::policy::{clock, config, host, metric_query};
 
 pub fn log(level: crate::LogLevel, message: &str) {
     let level = match level {
@@ -30,6 +30,70 @@ pub fn run(
     input: w::PolicyInput,
     decide: fn(&crate::PolicyInput) -> crate::Decision,
 ) -> w::Decision {
+    report_panics();
+    let input = from_wit(input);
+    to_wit(decide(&input))
+}
+
+/// As [`run`], for a `decide` that takes a context; the series are read
+/// only when `series` is set (only then does the component import
+/// `metric-query`, and need the capability).
+pub fn run_with_context(
+    input: w::PolicyInput,
+    decide: fn(&crate::PolicyInput, &crate::Context) -> crate::Decision,
+    series: bool,
+) -> w::Decision {
+    report_panics();
+    let mut ctx = context();
+    if series {
+        ctx.series = metric_query::answers()
+            .into_iter()
+            .map(|s| crate::Series {
+                name: s.name,
+                samples: s.samples.map(|points| {
+                    points
+                        .into_iter()
+                        .map(|p| crate::Sample {
+                            timestamp: p.timestamp,
+                            value: p.value,
+                        })
+                        .collect()
+                }),
+            })
+            .collect();
+    }
+    let input = from_wit(input);
+    to_wit(decide(&input, &ctx))
+}
+
+/// Calls a policy's `queries` with the time and config (no series yet).
+pub fn queries(
+    input: w::PolicyInput,
+    queries: fn(&crate::PolicyInput, &crate::Context) -> Vec<crate::RangeQuery>,
+) -> Vec<w::RangeQuery> {
+    report_panics();
+    let input = from_wit(input);
+    queries(&input, &context())
+        .into_iter()
+        .map(|q| w::RangeQuery {
+            name: q.name,
+            query: q.query,
+            window_seconds: q.window_seconds,
+            step_seconds: q.step_seconds,
+        })
+        .collect()
+}
+
+/// The step's time and the policy object's config, from the host.
+fn context() -> crate::Context {
+    crate::Context {
+        now: clock::now(),
+        config: config::entries().into_iter().collect(),
+        series: Vec::new(),
+    }
+}
+
+fn report_panics() {
     std::panic::set_hook(Box::new(|info| {
         // One line, `policy panicked at <file:line:col>: <message>`: the host
         // puts it in the trap error, which ends up in an event.
@@ -40,8 +104,6 @@ pub fn run(
         };
         host::log(host::LogLevel::Error, &text);
     }));
-    let input = from_wit(input);
-    to_wit(decide(&input))
 }
 
 fn string_match(m: w::StringMatch) -> crate::StringMatch {

@@ -13,12 +13,35 @@
 //! fledge_policy::export_policy!(decide);
 //! ```
 //!
+//! A policy that reads the step's time or its policy object's `spec.config`
+//! takes a [`Context`] too; one that compares series of its own choosing
+//! (the `metric-query` capability) also says which range queries it needs,
+//! and finds their answers in the context:
+//!
+//! ```ignore
+//! use fledge_policy::{Context, Decision, PolicyInput, RangeQuery};
+//!
+//! fn queries(input: &PolicyInput, ctx: &Context) -> Vec<RangeQuery> {
+//!     vec![RangeQuery::new("errors", "sum(rate(errors_total[1m]))", 300, 30)]
+//! }
+//! fn decide(input: &PolicyInput, ctx: &Context) -> Decision {
+//!     match ctx.series("errors") {
+//!         Ok(points) if points.iter().all(|p| p.value == 0.0) => Decision::Promote,
+//!         Ok(_) => Decision::failed_check("errors seen"),
+//!         Err(why) => Decision::failed_check(why),
+//!     }
+//! }
+//! fledge_policy::export_policy!(decide, queries = queries);
+//! ```
+//!
 //! Every type here mirrors one WIT type of the same name; the WIT file documents
-//! the meaning of each field.
+//! the meaning of each field. [`testing`] has inputs and contexts for native
+//! unit tests.
 // `deny`, not `forbid`: the guest allocator (`guest::bump`) is the one place allowed unsafe code.
 #![deny(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub mod format;
 pub mod testing;
@@ -346,6 +369,156 @@ impl Decision {
     }
 }
 
+/// `sample` in the WIT contract: one point of a range query's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Unix time in seconds.
+    pub timestamp: i64,
+    pub value: f64,
+}
+
+/// `range-query` in the WIT contract: a range query a policy with the
+/// `metric-query` capability needs answered before it decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RangeQuery {
+    /// How the policy finds the answer ([`Context::series`]); unique per step.
+    pub name: String,
+    /// PromQL for Prometheus; the host fills in MetricTemplate variables
+    /// (`{{ namespace }}`, `{{ target }}`, `{{ interval }}`, ...).
+    pub query: String,
+    /// The range ends at the step's time and starts this long before it.
+    pub window_seconds: u32,
+    pub step_seconds: u32,
+}
+
+impl RangeQuery {
+    pub fn new(
+        name: impl Into<String>,
+        query: impl Into<String>,
+        window_seconds: u32,
+        step_seconds: u32,
+    ) -> RangeQuery {
+        RangeQuery {
+            name: name.into(),
+            query: query.into(),
+            window_seconds,
+            step_seconds,
+        }
+    }
+
+    /// Samples the answer has at most: one per step, both ends included.
+    pub fn points(&self) -> u64 {
+        u64::from(self.window_seconds) / u64::from(self.step_seconds.max(1)) + 1
+    }
+}
+
+/// `series` in the WIT contract: the answer to one range query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Series {
+    pub name: String,
+    /// The samples in time order, or why there are none.
+    #[serde(with = "series_result")]
+    pub samples: Result<Vec<Sample>, String>,
+}
+
+/// `{"ok": [...]}` or `{"error": "..."}`: readable in a decision journal.
+mod series_result {
+    use super::Sample;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Answer<T> {
+        Ok(T),
+        Error(String),
+    }
+
+    pub fn serialize<S: Serializer>(
+        value: &Result<Vec<Sample>, String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Ok(points) => Answer::Ok(points).serialize(s),
+            Err(why) => Answer::<&Vec<Sample>>::Error(why.clone()).serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<Vec<Sample>, String>, D::Error> {
+        Ok(match Answer::<Vec<Sample>>::deserialize(d)? {
+            Answer::Ok(points) => Ok(points),
+            Answer::Error(why) => Err(why),
+        })
+    }
+}
+
+/// What a policy may know beside its [`PolicyInput`]: the step's time, its
+/// policy object's `spec.config`, and the answers to its range queries.
+/// The host fills it in through the `clock`, `config` and `metric-query`
+/// imports; tests build one with [`Context::at`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Context {
+    /// The step's time, Unix seconds (UTC).
+    pub now: i64,
+    /// The policy object's `spec.config`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Answers to this step's range queries, in the order they were asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<Series>,
+}
+
+impl Context {
+    /// A context at `now` with no config and no series.
+    pub fn at(now: i64) -> Context {
+        Context {
+            now,
+            ..Context::default()
+        }
+    }
+
+    /// This context with `spec.config[key] = value`.
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Context {
+        self.config.insert(key.into(), value.into());
+        self
+    }
+
+    /// This context with the answer `samples` to the range query `name`.
+    pub fn with_series(mut self, name: impl Into<String>, samples: Vec<Sample>) -> Context {
+        self.series.push(Series {
+            name: name.into(),
+            samples: Ok(samples),
+        });
+        self
+    }
+
+    /// `spec.config[key]`, if set.
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.config.get(key).map(String::as_str)
+    }
+
+    /// The answer to the range query `name`: its samples, or why there are
+    /// none (the query failed, was over the host's bounds, or was not asked).
+    pub fn series(&self, name: &str) -> Result<&[Sample], String> {
+        match self.series.iter().find(|s| s.name == name) {
+            Some(Series {
+                samples: Ok(points),
+                ..
+            }) => Ok(points),
+            Some(Series {
+                samples: Err(why), ..
+            }) => Err(format!("series {name}: {why}")),
+            None => Err(format!(
+                "series {name}: not answered (return it from the policy's queries)"
+            )),
+        }
+    }
+}
+
 /// Log levels of the host's `log` import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -363,20 +536,46 @@ pub fn log(level: LogLevel, message: &str) {
     let _ = (level, message);
 }
 
-/// Exports `fn(&PolicyInput) -> Decision` as the component's `decide`.
-/// On targets other than `wasm32` it expands to nothing, so the same crate
-/// builds natively for tests and benchmarks.
+/// Exports a policy's functions as the component's `decide` (and
+/// `queries`). On targets other than `wasm32` it expands to nothing, so the
+/// same crate builds natively for tests and benchmarks.
+///
+/// - `export_policy!(decide)`: `fn(&PolicyInput) -> Decision`.
+/// - `export_policy!(decide, with_context)`: `fn(&PolicyInput, &Context) ->
+///   Decision`; the context has the step's time and `spec.config`.
+/// - `export_policy!(decide, queries = queries)`: also `fn(&PolicyInput,
+///   &Context) -> Vec<RangeQuery>`, asked first; `decide`'s context then has
+///   the answers. Needs the `metric-query` capability on the policy object.
 #[macro_export]
 macro_rules! export_policy {
     ($decide:path) => {
+        $crate::export_policy!(@export
+            |input| $crate::guest::run(input, $decide),
+            |_input| ::std::vec::Vec::new());
+    };
+    ($decide:path, with_context) => {
+        $crate::export_policy!(@export
+            |input| $crate::guest::run_with_context(input, $decide, false),
+            |_input| ::std::vec::Vec::new());
+    };
+    ($decide:path, queries = $queries:path) => {
+        $crate::export_policy!(@export
+            |input| $crate::guest::run_with_context(input, $decide, true),
+            |input| $crate::guest::queries(input, $queries));
+    };
+    (@export $decide:expr, $queries:expr) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            use $crate::guest::bindings::fledge::policy::types as wit;
             struct FledgePolicyExport;
             impl $crate::guest::bindings::Guest for FledgePolicyExport {
-                fn decide(
-                    input: $crate::guest::bindings::fledge::policy::types::PolicyInput,
-                ) -> $crate::guest::bindings::fledge::policy::types::Decision {
-                    $crate::guest::run(input, $decide)
+                fn decide(input: wit::PolicyInput) -> wit::Decision {
+                    let run: fn(wit::PolicyInput) -> wit::Decision = $decide;
+                    run(input)
+                }
+                fn queries(input: wit::PolicyInput) -> ::std::vec::Vec<wit::RangeQuery> {
+                    let run: fn(wit::PolicyInput) -> ::std::vec::Vec<wit::RangeQuery> = $queries;
+                    run(input)
                 }
             }
             $crate::guest::bindings::__export_rollout_policy!(
