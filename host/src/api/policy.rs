@@ -3,9 +3,8 @@
 //! component comes from and how it may run. Both kinds share one spec.
 //!
 //! [`validate_policy`] checks a spec against the operator's maximums; every
-//! error names the field and the fix. Fields of a later version
-//! (`mode: shadow`, `capabilities`) are refused rather than ignored, and
-//! `config` is kept for a later policy contract.
+//! error names the field and the fix. `config` reaches the policy through
+//! the `config` import of `fledge:policy@0.1.1`.
 use super::{duration, Issue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -21,6 +20,8 @@ pub const CLUSTER_ROLLOUT_POLICY: &str = "ClusterRolloutPolicy";
 pub const BUILTINS: &[&str] = &["flagger"];
 /// Built-in policies that are planned but not in this version.
 pub const LATER_BUILTINS: &[&str] = &["statistical", "change-window"];
+/// The capability that lets a policy ask for range queries of its own.
+pub const METRIC_QUERY: &str = "metric-query";
 /// Largest `config`: entries, and bytes of one key or value.
 pub const MAX_CONFIG_ENTRIES: usize = 64;
 pub const MAX_CONFIG_BYTES: usize = 4096;
@@ -43,16 +44,19 @@ pub struct RolloutPolicySpec {
     /// against a ConfigMap's bytes when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// Settings for the policy. Kept for a later policy contract: policies
-    /// cannot read them yet.
+    /// Settings the policy reads (the `config` import of the policy
+    /// contract): a string map.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<PolicyLimits>,
-    /// Host capabilities the policy may use (`metric-query`): not supported yet.
+    /// Host capabilities the policy may use: `metric-query` lets it ask for
+    /// range queries of its own, answered before each decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Vec<String>>,
-    /// `enforce` (the default): decisions are acted on. `shadow`: not supported yet.
+    /// `enforce` (the default): decisions are acted on. `shadow`: the policy
+    /// judges beside the enforcing one, its disagreements are recorded, and
+    /// it never changes traffic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 }
@@ -137,6 +141,12 @@ pub struct ValidPolicy {
     /// Per-decision bounds, each within the operator's.
     pub deadline: Option<Duration>,
     pub memory: Option<u64>,
+    /// `spec.config`, empty when not set.
+    pub config: BTreeMap<String, String>,
+    /// `spec.capabilities` grants `metric-query`.
+    pub metric_query: bool,
+    /// `spec.mode: shadow`.
+    pub shadow: bool,
 }
 
 fn issue(field: &str, problem: impl Into<String>, fix: impl Into<String>) -> Issue {
@@ -242,37 +252,32 @@ pub fn validate_policy(spec: &RolloutPolicySpec, max: Maximums) -> Result<ValidP
             }
         }
     }
+    let mut metric_query = false;
     if let Some(caps) = &spec.capabilities {
         for (i, c) in caps.iter().enumerate() {
-            let field = format!("spec.capabilities[{i}]");
-            if c == "metric-query" {
-                issues.push(issue(
-                    &field,
-                    "the metric-query capability is not supported yet",
-                    "remove spec.capabilities; policies decide on the metrics of the Canary's analysis",
-                ));
+            if c == METRIC_QUERY {
+                metric_query = true;
             } else {
                 issues.push(issue(
-                    &field,
+                    &format!("spec.capabilities[{i}]"),
                     format!("`{c}` is not a capability"),
-                    "remove it (the only capability planned is metric-query, not supported yet)",
+                    format!("remove it (the only capability is {METRIC_QUERY})"),
                 ));
             }
         }
     }
-    match spec.mode.as_deref() {
-        None | Some("enforce") => {}
-        Some("shadow") => issues.push(issue(
-            "spec.mode",
-            "shadow mode is not supported yet",
-            "remove spec.mode or set it to enforce",
-        )),
-        Some(other) => issues.push(issue(
-            "spec.mode",
-            format!("`{other}` is not a mode"),
-            "set spec.mode to enforce (shadow is not supported yet)",
-        )),
-    }
+    let shadow = match spec.mode.as_deref() {
+        None | Some("enforce") => false,
+        Some("shadow") => true,
+        Some(other) => {
+            issues.push(issue(
+                "spec.mode",
+                format!("`{other}` is not a mode"),
+                "set spec.mode to enforce or shadow",
+            ));
+            false
+        }
+    };
     let mut deadline = None;
     let mut memory = None;
     if let Some(l) = &spec.limits {
@@ -324,6 +329,9 @@ pub fn validate_policy(spec: &RolloutPolicySpec, max: Maximums) -> Result<ValidP
             source,
             deadline,
             memory,
+            config: spec.config.clone().unwrap_or_default(),
+            metric_query,
+            shadow,
         }),
         _ => Err(issues),
     }
@@ -465,8 +473,17 @@ mod tests {
                 },
                 deadline: Some(Duration::from_millis(50)),
                 memory: Some(16 << 20),
+                config: [("a".to_string(), "b".to_string())].into(),
+                metric_query: false,
+                shadow: false,
             }
         );
+        let v = validate_policy(
+            &spec("builtin: flagger\nmode: shadow\ncapabilities: [metric-query]"),
+            MAX,
+        )
+        .unwrap();
+        assert!(v.shadow && v.metric_query && v.config.is_empty(), "{v:?}");
     }
 
     #[test]
@@ -513,14 +530,12 @@ mod tests {
             );
         }
         assert!(errors("builtin: nope")[0].contains("`nope` is not a built-in policy"));
-        assert_eq!(
-            errors("builtin: flagger\nmode: shadow"),
-            ["spec.mode: shadow mode is not supported yet; remove spec.mode or set it to enforce"]
-        );
         assert!(errors("builtin: flagger\nmode: loud")[0]
             .starts_with("spec.mode: `loud` is not a mode"));
-        assert!(errors("builtin: flagger\ncapabilities: [metric-query]")[0]
-            .starts_with("spec.capabilities[0]: the metric-query capability is not supported yet"));
+        assert_eq!(
+            errors("builtin: flagger\ncapabilities: [metric-query, time-travel]"),
+            ["spec.capabilities[1]: `time-travel` is not a capability; remove it (the only capability is metric-query)"]
+        );
         assert!(errors(&format!("builtin: flagger\nsha256: {SHA}"))[0]
             .starts_with("spec.sha256: a built-in policy has no sha256"));
     }

@@ -2,4 +2,5 @@ pub mod crds;
 pub mod loadtester;
 pub mod operator;
 pub mod policy;
+pub mod policy_file;
 pub mod simulate;

@@ -28,9 +28,14 @@ pub struct Args {
     /// bundled podinfo Deployment and HPA, renamed to the Canary's targetRef.
     #[arg(long = "target", num_args = 1..)]
     targets: Vec<PathBuf>,
-    /// A policy component (.wasm) to judge with instead of the built-in policy.
+    /// The policy to judge with instead of the built-in one: a component
+    /// (.wasm), or a RolloutPolicy / ClusterRolloutPolicy YAML (builtin,
+    /// config, capabilities and limits, read as the operator reads them).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// An entry of the policy's config (`spec.config`), KEY=VALUE; repeatable.
+    #[arg(long = "policy-config", value_name = "KEY=VALUE", value_parser = super::policy_file::config_pair)]
+    policy_config: Vec<(String, String)>,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Writes an SVG timeline of the canary weight and each metric against its threshold.
@@ -127,12 +132,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
     .context("starting the policy runtime")?;
     let policy = match &args.policy {
-        Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            runtime
-                .load(&bytes)
-                .with_context(|| format!("{}: cannot load the policy", path.display()))?
+        Some(path) => super::policy_file::load(&runtime, path, &args.policy_config)?,
+        None if !args.policy_config.is_empty() => {
+            anyhow::bail!("--policy-config configures a policy: name it with --policy")
         }
         None => runtime.builtin().context("loading the built-in policy")?,
     };

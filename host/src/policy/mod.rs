@@ -64,6 +64,15 @@ pub const MAX_POINTS_PER_DECISION: u64 = 11_000;
 /// The built-in policy (`policies/flagger`), compiled to a component at build time.
 pub static BUILTIN_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flagger.wasm"));
 
+/// The component of the built-in policy `name` (`spec.builtin` of a policy
+/// object), if there is one.
+pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
+    match name {
+        "flagger" => Some(BUILTIN_COMPONENT),
+        _ => None,
+    }
+}
+
 /// What stops a decision that does not end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Budget {

@@ -2,7 +2,7 @@
 //! `binaryData`, or over http(s); checked against the pinned sha256 before
 //! anything compiles them.
 use crate::api::policy::Source;
-use crate::policy::{digest, BUILTIN_COMPONENT};
+use crate::policy::digest;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::Client;
@@ -32,7 +32,11 @@ pub async fn fetch(
     max_bytes: usize,
 ) -> Result<Vec<u8>, FetchError> {
     let (bytes, pinned) = match source {
-        Source::Builtin(_) => return Ok(BUILTIN_COMPONENT.to_vec()),
+        Source::Builtin(name) => {
+            return crate::policy::builtin_component(name)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| fail("InvalidSpec", format!("`{name}` is not a built-in policy")))
+        }
         Source::ConfigMap { name, key, sha256 } => (
             from_config_map(client, namespace, name, key, max_bytes).await?,
             sha256.as_deref(),

@@ -19,7 +19,8 @@ pub mod select;
 use super::resource::CanaryObject;
 use super::status::PolicyInForce;
 use crate::api::policy::{
-    validate_policy, Maximums, RolloutPolicyStatus, Source, POLICY_GROUP, POLICY_VERSION,
+    validate_policy, Maximums, RolloutPolicyStatus, Source, METRIC_QUERY, POLICY_GROUP,
+    POLICY_VERSION,
 };
 use crate::policy::{Policy, PolicyRuntime};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -262,8 +263,37 @@ impl Policies {
             let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
             ("InvalidSpec", text.join("; "))
         })?;
-        if let Source::Builtin(_) = valid.source {
-            return Ok(self.builtin.with_limits(valid.deadline, valid.memory));
+        let grant = |policy: Policy| {
+            if policy.needs_metric_query() && !valid.metric_query {
+                return Err((
+                    "CapabilityMissing",
+                    format!(
+                        "the component imports {} (it asks for range queries of its own); \
+                         grant it with spec.capabilities: [{METRIC_QUERY}]",
+                        crate::policy::METRIC_QUERY
+                    ),
+                ));
+            }
+            Ok(policy
+                .with_limits(valid.deadline, valid.memory)
+                .with_config(valid.config.clone()))
+        };
+        if let Source::Builtin(name) = &valid.source {
+            let bytes = crate::policy::builtin_component(name).ok_or((
+                "InvalidSpec",
+                format!("spec.builtin: `{name}` is not a built-in policy"),
+            ))?;
+            let policy = if bytes.as_ptr() == crate::policy::BUILTIN_COMPONENT.as_ptr() {
+                self.builtin.clone()
+            } else {
+                self.runtime.load(bytes).map_err(|e| {
+                    (
+                        "LoadFailed",
+                        format!("the built-in policy does not load: {e}"),
+                    )
+                })?
+            };
+            return grant(policy);
         }
         let namespace = key.namespace.as_deref().unwrap_or(&self.home_namespace);
         let max_bytes = self.runtime.config().load.max_component_bytes;
@@ -283,7 +313,7 @@ impl Policies {
             .map_err(|e| ("LoadFailed", format!("the compile task failed: {e}")))?;
         let policy =
             loaded.map_err(|e| ("LoadFailed", format!("the component does not load: {e}")))?;
-        Ok(policy.with_limits(valid.deadline, valid.memory))
+        grant(policy)
     }
 
     /// Writes the object's status, and a Warning Event when it turns to (or
