@@ -601,7 +601,6 @@ impl Policy {
     ) -> Result<Decision, PolicyError> {
         let index = self.inner.linked.exports.decide;
         let wit_input = bindings::input_to_wit(input);
-        let mut after = Some(after);
         let decision = self.call_with(
             input,
             ctx,
@@ -613,11 +612,7 @@ impl Policy {
                     )?;
                 Ok(func.call(&mut *store, (&wit_input,))?.0)
             },
-            |store| {
-                if let Some(after) = after.take() {
-                    after(store)
-                }
-            },
+            after,
         )?;
         Ok(bindings::decision_from_wit(decision))
     }

@@ -29,6 +29,7 @@ mod crds;
 mod loadtester;
 mod loadtester_local;
 mod policies;
+mod policy_refusals;
 mod telemetry;
 mod tracking;
 
@@ -224,15 +225,20 @@ async fn install_fledge_crds(cluster: &Cluster, client: &Client) -> Result<()> {
     );
     install_crds(client, &dir).await?;
     let canaries: Api<DynamicObject> = Api::all_with(client.clone(), &canary_resource());
+    let policies: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("policies.fledge.dev", "v1alpha1", "RolloutPolicy"),
+            "rolloutpolicies",
+        ),
+    );
     wait_for(
-        "the Canary CRD to be served",
+        "the Canary and RolloutPolicy CRDs to be served",
         Duration::from_secs(30),
         || async {
-            Ok(canaries
-                .list(&ListParams::default().limit(1))
-                .await
-                .ok()
-                .map(|_| ()))
+            let served = canaries.list(&ListParams::default().limit(1)).await.is_ok()
+                && policies.list(&ListParams::default().limit(1)).await.is_ok();
+            Ok(served.then_some(()))
         },
     )
     .await?;
