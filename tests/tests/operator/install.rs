@@ -38,9 +38,7 @@ fn helm() -> Result<PathBuf> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("HELM_VERSION="))
         .context("tests/cluster/versions.env lacks HELM_VERSION")?;
-    let bin = cache_dir()
-        .join(format!("helm-{version}"))
-        .join("bin/helm");
+    let bin = cache_dir().join(format!("helm-{version}")).join("bin/helm");
     if !bin.exists() {
         let script = crate_dir().join("cluster/build-helm.sh");
         let status = Command::new(&script)
@@ -189,9 +187,12 @@ async fn service_account_kubeconfig(cluster: &Cluster, i: &Install) -> Result<Pa
     std::fs::write(&path, serde_json::to_string_pretty(&kubeconfig)?)?;
     // Who the API server takes us for.
     let mut whoami = Command::new(&cluster.binaries().kubectl);
-    whoami
-        .env("KUBECONFIG", &path)
-        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    whoami.env("KUBECONFIG", &path).args([
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
     assert_eq!(
         output(whoami).await?,
         format!("system:serviceaccount:{}:{}", i.ns, i.service_account)
@@ -344,12 +345,10 @@ async fn installed_rbac_is_enough_to_promote_and_roll_back() -> Result<()> {
 /// `kubectl auth can-i ARGS` for the install's ServiceAccount, in `ns` (None: cluster-scoped).
 async fn can_i(cluster: &Cluster, i: &Install, args: &[&str], ns: Option<&str>) -> Result<bool> {
     let mut cmd = cluster.kubectl();
-    cmd.args(["auth", "can-i"])
-        .args(args)
-        .arg(format!(
-            "--as=system:serviceaccount:{}:{}",
-            i.ns, i.service_account
-        ));
+    cmd.args(["auth", "can-i"]).args(args).arg(format!(
+        "--as=system:serviceaccount:{}:{}",
+        i.ns, i.service_account
+    ));
     if let Some(ns) = ns {
         cmd.args(["-n", ns]);
     }
@@ -358,10 +357,7 @@ async fn can_i(cluster: &Cluster, i: &Install, args: &[&str], ns: Option<&str>) 
     match String::from_utf8_lossy(&out.stdout).trim() {
         "yes" => Ok(true),
         "no" => Ok(false),
-        other => bail!(
-            "{what}: {other} {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        other => bail!("{what}: {other} {}", String::from_utf8_lossy(&out.stderr)),
     }
 }
 
@@ -380,7 +376,11 @@ async fn grants(cluster: &'static Cluster, via: Via, ns: &str) -> Result<()> {
             true,
         ),
         (vec!["patch", "deployments.apps"], own, true),
-        (vec!["patch", "horizontalpodautoscalers.autoscaling"], own, true),
+        (
+            vec!["patch", "horizontalpodautoscalers.autoscaling"],
+            own,
+            true,
+        ),
         (vec!["patch", "virtualrouters.appmesh.k8s.aws"], own, true),
         (vec!["create", "events.events.k8s.io"], own, true),
         (vec!["get", "secrets"], own, true),
@@ -403,9 +403,21 @@ async fn grants(cluster: &'static Cluster, via: Via, ns: &str) -> Result<()> {
         (vec!["create", "events"], own, false),
         (vec!["patch", "nodes"], None, false),
         (vec!["create", "namespaces"], None, false),
-        (vec!["create", "clusterroles.rbac.authorization.k8s.io"], None, false),
-        (vec!["create", "rolebindings.rbac.authorization.k8s.io"], own, false),
-        (vec!["create", "serviceaccounts", "--subresource=token"], own, false),
+        (
+            vec!["create", "clusterroles.rbac.authorization.k8s.io"],
+            None,
+            false,
+        ),
+        (
+            vec!["create", "rolebindings.rbac.authorization.k8s.io"],
+            own,
+            false,
+        ),
+        (
+            vec!["create", "serviceaccounts", "--subresource=token"],
+            own,
+            false,
+        ),
         (vec!["impersonate", "users"], None, false),
         (
             vec!["delete", "clusterrolloutpolicies.policies.fledge.dev"],
@@ -417,15 +429,27 @@ async fn grants(cluster: &'static Cluster, via: Via, ns: &str) -> Result<()> {
             None,
             false,
         ),
-        (vec!["patch", "leases.coordination.k8s.io/other"], own, false),
+        (
+            vec!["patch", "leases.coordination.k8s.io/other"],
+            own,
+            false,
+        ),
         (vec!["patch", lease], Some("kube-system"), false),
         (vec!["delete", lease], own, false),
     ];
     // Beyond its own namespace only a cluster-wide install reaches.
     let cluster_wide = via == Via::Kustomize;
-    cases.push((vec!["patch", "deployments.apps"], Some("default"), cluster_wide));
+    cases.push((
+        vec!["patch", "deployments.apps"],
+        Some("default"),
+        cluster_wide,
+    ));
     cases.push((vec!["get", "secrets"], Some("kube-system"), cluster_wide));
-    cases.push((vec!["list", "canaries.flagger.app"], Some("default"), cluster_wide));
+    cases.push((
+        vec!["list", "canaries.flagger.app"],
+        Some("default"),
+        cluster_wide,
+    ));
     let mut wrong = Vec::new();
     for (args, ns, allowed) in &cases {
         let got = can_i(cluster, &i, args, *ns).await?;
@@ -520,8 +544,9 @@ async fn namespace_overlay_keeps_the_cluster_rules_in_one_namespace() -> Result<
     let deployment = find(&namespaced, "Deployment", "fledge").context("overlay Deployment")?;
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
     assert!(
-        env.as_array().is_some_and(|e| e.iter().any(|v| v["name"] == "FLEDGE_NAMESPACE"
-            && v["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace")),
+        env.as_array()
+            .is_some_and(|e| e.iter().any(|v| v["name"] == "FLEDGE_NAMESPACE"
+                && v["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace")),
         "{env}"
     );
     Ok(())
@@ -557,7 +582,10 @@ async fn loadtester_chart_takes_the_guides_values() -> Result<()> {
         .as_object()
         .context("podSelector")?
     {
-        assert_eq!(&labels[k], v, "the VirtualNode selects the load tester's pods");
+        assert_eq!(
+            &labels[k], v,
+            "the VirtualNode selects the load tester's pods"
+        );
     }
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
@@ -570,7 +598,10 @@ async fn loadtester_chart_takes_the_guides_values() -> Result<()> {
     assert_eq!(container["args"][0], "loadtester");
     let service = of("Service").context("no Service")?;
     assert_eq!(
-        (&service["metadata"]["name"], &service["spec"]["ports"][0]["port"]),
+        (
+            &service["metadata"]["name"],
+            &service["spec"]["ports"][0]["port"]
+        ),
         (&json!("flagger-loadtester"), &json!(80)),
         "http://flagger-loadtester.test/"
     );
