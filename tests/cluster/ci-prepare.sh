@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a machine (CI or a developer's) for the cluster tests:
 #   1. installs Debian's `prometheus` package when no `prometheus` binary is on PATH;
-#   2. builds (or reuses from the cache) the control-plane binaries with build.sh.
+#   2. builds (or reuses from the cache) Helm with build-helm.sh, for the install tests;
+#   3. builds (or reuses from the cache) the control-plane binaries with build.sh.
 # Safe to run repeatedly; a prepared machine returns within a second.
 set -euo pipefail
 
@@ -17,4 +18,5 @@ if ! command -v prometheus >/dev/null 2>&1; then
 fi
 prometheus --version 2>&1 | head -n 1 >&2
 
+"$here/build-helm.sh"
 exec "$here/build.sh"

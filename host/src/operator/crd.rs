@@ -295,7 +295,9 @@ mod tests {
         assert_eq!(cols.last(), Some(&("LastTransitionTime", 0)));
     }
 
-    /// `deploy/crds/` holds exactly what `fledge crds` prints.
+    const KUSTOMIZATION: &str = "kustomization.yaml";
+
+    /// `deploy/crds/` holds exactly what `fledge crds` prints, and a kustomization of it.
     #[test]
     fn deploy_crds_match_the_generated_ones() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
@@ -316,16 +318,29 @@ mod tests {
             );
             expected.push(file_name(&crd));
         }
+        // The kustomization the install bases reference lists every CRD, and only those.
+        let kustomization = std::fs::read_to_string(dir.join(KUSTOMIZATION)).unwrap();
+        let mut listed: Vec<String> = kustomization
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- "))
+            .map(str::to_string)
+            .collect();
         let mut present: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|f| f != KUSTOMIZATION)
             .collect();
         present.sort();
+        listed.sort();
         expected.sort();
         assert_eq!(
             present, expected,
             "deploy/crds/ has files fledge does not generate"
+        );
+        assert_eq!(
+            listed, expected,
+            "deploy/crds/{KUSTOMIZATION} lists other files than fledge generates"
         );
     }
 }
