@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use fledge_e2e::cluster::{cache_dir, crate_dir, create_namespace, read_manifest};
 use fledge_e2e::Cluster;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::{json, Value};
@@ -285,7 +284,7 @@ async fn promote_and_roll_back(cluster: &'static Cluster, via: Via, ns: &str) ->
         .unwrap_or_default();
     assert!(!holder.is_empty(), "the Lease has no holder");
 
-    super::configure_sim(cluster, |config| {
+    crate::configure_sim(cluster, |config| {
         config.backends.insert(
             format!("{ns}/podinfo-canary"),
             fledge_e2e::mesh::Behaviour {
@@ -384,6 +383,9 @@ async fn grants(cluster: &'static Cluster, via: Via, ns: &str) -> Result<()> {
         (vec!["patch", "virtualrouters.appmesh.k8s.aws"], own, true),
         (vec!["create", "events.events.k8s.io"], own, true),
         (vec!["get", "secrets"], own, true),
+        // Server-side apply of an object that does not exist yet is a create.
+        (vec!["create", "deployments.apps"], own, true),
+        (vec!["create", "virtualnodes.appmesh.k8s.aws"], own, true),
         (vec!["get", "metrictemplates.flagger.app"], own, true),
         (
             vec!["watch", "clusterrolloutpolicies.policies.fledge.dev"],
@@ -394,7 +396,7 @@ async fn grants(cluster: &'static Cluster, via: Via, ns: &str) -> Result<()> {
         (vec!["patch", lease], own, true),
         // Not used: refused.
         (vec!["delete", "secrets"], own, false),
-        (vec!["create", "secrets"], own, false),
+        (vec!["update", "secrets"], own, false),
         (vec!["delete", "deployments.apps"], own, false),
         (vec!["delete", "canaries.flagger.app"], own, false),
         (vec!["update", "canaries.flagger.app"], own, false),
