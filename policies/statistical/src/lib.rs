@@ -17,7 +17,7 @@
 //! | key | default | meaning |
 //! | --- | --- | --- |
 //! | `metrics` | (required) | comma list of metric names (letters, digits, `-`, `_`; at most 8) |
-//! | `<m>.query` | (required) | PromQL of metric `<m>`; `{{ workload }}` is replaced by the canary's Deployment name for the canary series and by `<name>-primary` for the primary series; other `{{ ... }}` variables (`{{ namespace }}`, `{{ interval }}`, ...) are rendered by the host |
+//! | `<m>.query` | (required) | PromQL of metric `<m>`; `{{ workload }}` is replaced by the canary's Deployment (`{{ target }}`, the Canary's `targetRef`) for the canary series and by `{{ target }}-primary` for the primary series; the host then renders `{{ target }}` and the other MetricTemplate variables (`{{ namespace }}`, `{{ interval }}`, ...) |
 //! | `<m>.direction` | `increase` | `increase`: higher is worse; `decrease`: lower is worse; `either` |
 //! | `<m>.weight` | `1` | the metric's share of the score (a positive number) |
 //! | `<m>.critical` | `false` | `true`: a failing verdict rolls back at once |
@@ -27,7 +27,7 @@
 //! | `step` | `10` | seconds between samples |
 //! | `pass-score` | `95` | score at or above which Flagger's decision stands |
 //! | `marginal-score` | `75` | score at or above which (and below pass-score) the step holds as a failed check; below it, rollback |
-//! | `workload` | the Canary's name | the canary's Deployment, when it is not named like the Canary |
+//! | `workload` | `{{ target }}` | the name put for `{{ workload }}` in the canary series (`<workload>-primary` in the primary's) |
 //!
 //! # Verdicts
 //!
@@ -66,7 +66,7 @@ pub fn queries(input: &PolicyInput, ctx: &Context) -> Vec<RangeQuery> {
     let Ok(config) = Config::parse(ctx) else {
         return Vec::new();
     };
-    let (canary, primary) = workloads(input, &config);
+    let (canary, primary) = workloads(&config);
     config
         .metrics
         .iter()
@@ -122,18 +122,11 @@ fn compared(input: &PolicyInput, d: &Decision) -> bool {
     moves_forward(input, d) && !first_step(input)
 }
 
-/// The canary's Deployment and the primary's.
-fn workloads(input: &PolicyInput, config: &Config) -> (String, String) {
-    let canary = match &config.workload {
-        Some(w) => w.clone(),
-        // `name.namespace`; a namespace has no dots, a name may.
-        None => match input.canary.rsplit_once('.') {
-            Some((name, _)) => name.to_string(),
-            None => input.canary.clone(),
-        },
-    };
-    let primary = format!("{canary}-primary");
-    (canary, primary)
+/// The canary's Deployment and the primary's: the Canary's `targetRef`
+/// (`{{ target }}`, which the host renders) unless `workload` names it.
+fn workloads(config: &Config) -> (String, String) {
+    let canary = config.workload.as_deref().unwrap_or("{{ target }}");
+    (canary.to_string(), format!("{canary}-primary"))
 }
 
 fn series_name(metric: &str, side: &str) -> String {

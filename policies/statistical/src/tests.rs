@@ -133,14 +133,15 @@ fn queries_name_the_canary_and_primary_deployments() {
     assert_eq!(q.len(), 2);
     assert_eq!(q[0].name, "latency/canary");
     assert_eq!(q[1].name, "latency/primary");
+    // The host renders the target Deployment's name and the namespace.
     assert!(q[0]
         .query
-        .contains("pod=~\"podinfo-.*\",ns=\"{{ namespace }}\""));
+        .contains("pod=~\"{{ target }}-.*\",ns=\"{{ namespace }}\""));
     assert!(q[1]
         .query
-        .contains("pod=~\"podinfo-primary-.*\",ns=\"{{ namespace }}\""));
+        .contains("pod=~\"{{ target }}-primary-.*\",ns=\"{{ namespace }}\""));
     assert_eq!((q[0].window_seconds, q[0].step_seconds), (60, 10));
-    // `workload` names a Deployment not named like the Canary.
+    // `workload` names the Deployment outright.
     let q = queries(
         &mid_analysis(),
         &latency_config().with_config("workload", "web"),
