@@ -1,7 +1,8 @@
 //! Builds the policy components the host needs from source:
 //!
-//! - `policies/flagger`, the built-in policy, embedded into the binary
-//!   (`$OUT_DIR/flagger.wasm`);
+//! - the built-in policies `policies/flagger`, `policies/statistical` and
+//!   `policies/change-window`, embedded into the binary
+//!   (`$OUT_DIR/<name>.wasm`);
 //! - `policies/fixtures/*`, hostile policies for the runtime's tests
 //!   (`$OUT_DIR/fixtures/<name>.wasm`, directory exported as `FLEDGE_FIXTURE_DIR`).
 //!
@@ -23,6 +24,9 @@ use toolchain::{componentize, Toolchain, TARGET};
 /// Cargo profile for policies, defined in the root `Cargo.toml` (and mirrored
 /// in `policies/fixtures/Cargo.toml`).
 const PROFILE: &str = "policy";
+/// Built-in policies: directory under `policies/` (also the name of the
+/// `.wasm` in `$OUT_DIR`), crate `fledge-policy-<name>`.
+const BUILTINS: &[&str] = &["flagger", "statistical", "change-window"];
 /// Fixture crates under `policies/fixtures`; crate `fixture-<name>` becomes
 /// `<name>.wasm`. (`extern-import` is built too but cannot become a
 /// component: `fledge policy build` must say why.)
@@ -80,11 +84,16 @@ fn run() -> Result<(), BuildError> {
         "Cargo.lock",
         "wit",
         "policies/sdk",
-        "policies/flagger",
         "policies/fixtures/Cargo.toml",
         "policies/fixtures/Cargo.lock",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    for builtin in BUILTINS {
+        println!(
+            "cargo:rerun-if-changed={}",
+            root.join("policies").join(builtin).display()
+        );
     }
     for fixture in FIXTURES.iter().chain(&["extern-import"]) {
         println!(
@@ -97,24 +106,20 @@ fn run() -> Result<(), BuildError> {
     let target_dir = root.join("target").join("wasm");
     let built = target_dir.join(TARGET).join(PROFILE);
 
-    // The built-in policy is an rlib for native use: ask for a cdylib here.
-    toolchain.cargo(
-        &root.join("Cargo.toml"),
-        &target_dir,
-        PROFILE,
-        &[
-            "rustc",
-            "-p",
-            "fledge-policy-flagger",
-            "--lib",
-            "--crate-type",
-            "cdylib",
-        ],
-    )?;
-    componentize(
-        &built.join("fledge_policy_flagger.wasm"),
-        &out_dir.join("flagger.wasm"),
-    )?;
+    // The built-in policies are rlibs for native use: ask for cdylibs here.
+    for builtin in BUILTINS {
+        let package = format!("fledge-policy-{builtin}");
+        toolchain.cargo(
+            &root.join("Cargo.toml"),
+            &target_dir,
+            PROFILE,
+            &["rustc", "-p", &package, "--lib", "--crate-type", "cdylib"],
+        )?;
+        componentize(
+            &built.join(format!("{}.wasm", package.replace('-', "_"))),
+            &out_dir.join(format!("{builtin}.wasm")),
+        )?;
+    }
 
     // Fixtures are cdylibs already: one build for all of them.
     toolchain.cargo(

@@ -64,11 +64,22 @@ pub const MAX_POINTS_PER_DECISION: u64 = 11_000;
 /// The built-in policy (`policies/flagger`), compiled to a component at build time.
 pub static BUILTIN_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flagger.wasm"));
 
+/// The built-in `statistical` policy (`policies/statistical`): Flagger's
+/// analysis plus a Mann-Whitney U comparison of canary and primary series.
+pub static STATISTICAL_COMPONENT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/statistical.wasm"));
+/// The built-in `change-window` policy (`policies/change-window`): Flagger's
+/// analysis, moving forward only inside UTC change windows.
+pub static CHANGE_WINDOW_COMPONENT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/change-window.wasm"));
+
 /// The component of the built-in policy `name` (`spec.builtin` of a policy
 /// object), if there is one.
 pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
     match name {
         "flagger" => Some(BUILTIN_COMPONENT),
+        "statistical" => Some(STATISTICAL_COMPONENT),
+        "change-window" => Some(CHANGE_WINDOW_COMPONENT),
         _ => None,
     }
 }

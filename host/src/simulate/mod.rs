@@ -15,7 +15,8 @@ pub use load::{load, Inputs, LoadError};
 use scenario::Scenario;
 use world::World;
 
-/// Virtual time at which every simulation starts: 2026-01-01T00:00:00Z.
+/// Virtual time at which a simulation starts unless its scenario says
+/// otherwise (`start`): 2026-01-01T00:00:00Z.
 pub const START: i64 = 1_767_225_600;
 /// Steps allowed for bootstrap before the trigger is applied.
 const BOOTSTRAP_STEPS: u32 = 100;
@@ -99,7 +100,8 @@ impl Sim {
             rollout: inputs.rollout.clone(),
             world,
             status: Status::default(),
-            now: START,
+            // `scenario::parse` refused a bad start.
+            now: scenario.start_time().unwrap_or(START),
             scenario,
             triggered: false,
             steps: 0,

@@ -44,14 +44,20 @@ pub struct Scenario {
     /// Upper bound on analysis steps after the trigger (default 1000).
     #[serde(default)]
     pub max_steps: Option<u32>,
+    /// When the run starts on the virtual clock: an RFC 3339 time such as
+    /// `2026-12-05T08:00:00Z` (default [`super::START`], 2026-01-01T00:00:00Z).
+    #[serde(default)]
+    pub start: Option<String>,
 }
 
 /// Reads a scenario. Errors name the field and list the accepted forms.
 pub fn parse(text: &str) -> Result<Scenario, Issue> {
-    yaml::from_str::<Scenario>(text).map_err(|mut issue| {
+    let scenario = yaml::from_str::<Scenario>(text).map_err(|mut issue| {
         explain_script(&mut issue, text);
         issue
-    })
+    })?;
+    scenario.start_time()?;
+    Ok(scenario)
 }
 
 /// For a webhook answer or metric reading that is none of the accepted forms:
@@ -128,6 +134,28 @@ fn issue(field: impl Into<String>, problem: impl Into<String>, fix: impl Into<St
 }
 
 impl Scenario {
+    /// Unix seconds at which the run starts.
+    pub fn start_time(&self) -> Result<i64, Issue> {
+        let Some(text) = &self.start else {
+            return Ok(super::START);
+        };
+        let bad = |problem: String| {
+            issue(
+                "start",
+                problem,
+                "write an RFC 3339 time, e.g. 2026-12-05T08:00:00Z (UTC) or 2026-12-05T09:00:00+01:00",
+            )
+        };
+        let t = crate::metrics::aws::parse_time(text)
+            .map_err(|_| bad(format!("`{text}` is not an RFC 3339 time")))?;
+        let secs = crate::metrics::aws::unix_seconds(t);
+        // The virtual clock runs on from here; keep it well inside the calendar.
+        if !(0..=253_402_300_799).contains(&secs) {
+            return Err(bad(format!("`{text}` is before 1970 or after 9999")));
+        }
+        Ok(secs)
+    }
+
     /// The step bound of this scenario.
     pub fn step_bound(&self) -> u32 {
         self.max_steps.unwrap_or(DEFAULT_MAX_STEPS)
@@ -461,6 +489,24 @@ metrics:
             s.metrics["request-duration"].nth(9),
             Some(Reading::Value(120.0))
         );
+    }
+
+    #[test]
+    fn start_places_the_run_in_time() {
+        let at = |text: &str| parse(text).map(|s| s.start_time().unwrap());
+        assert_eq!(at("trigger: {image: x}"), Ok(super::super::START));
+        // Fri 2026-12-04 16:30 UTC, written in UTC and with an offset.
+        assert_eq!(at("start: 2026-12-04T16:30:00Z"), Ok(1_796_401_800));
+        assert_eq!(at("start: '2026-12-04T17:30:00+01:00'"), Ok(1_796_401_800));
+        for bad in ["start: tomorrow", "start: 2026-13-04T16:30:00Z", "start: 1969-12-31T00:00:00Z"] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.field, "start", "{bad}");
+            assert!(e.fix.contains("2026-12-05T08:00:00Z"), "{bad}: {e}");
+        }
+        assert!(parse("start: tomorrow")
+            .unwrap_err()
+            .to_string()
+            .starts_with("start: `tomorrow` is not an RFC 3339 time"));
     }
 
     #[test]
