@@ -29,6 +29,7 @@ mod crds;
 mod loadtester;
 mod loadtester_local;
 mod policies;
+mod shadow;
 mod telemetry;
 mod tracking;
 

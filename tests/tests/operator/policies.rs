@@ -28,7 +28,7 @@ use super::{
 use crate::{apply, ssa, wait_for, world};
 
 /// A fixture policy as `host/build.rs` built it next to the `fledge` binary.
-fn fixture(name: &str) -> Result<Vec<u8>> {
+pub(super) fn fixture(name: &str) -> Result<Vec<u8>> {
     let bin = fledge_binary()?;
     let build = bin
         .parent()
@@ -47,7 +47,7 @@ fn fixture(name: &str) -> Result<Vec<u8>> {
 }
 
 /// The hex sha256 of `bytes`, as `spec.sha256` takes it.
-fn sha256(bytes: &[u8]) -> String {
+pub(super) fn sha256(bytes: &[u8]) -> String {
     fledge::policy::digest(bytes)
         .trim_start_matches("sha256:")
         .to_string()
@@ -58,17 +58,17 @@ fn base64(bytes: &[u8]) -> Value {
     serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).unwrap_or_default()
 }
 
-fn config_map(name: &str, bytes: &[u8]) -> Value {
+pub(super) fn config_map(name: &str, bytes: &[u8]) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
            "binaryData": {"policy.wasm": base64(bytes)}})
 }
 
-fn rollout_policy(name: &str, spec: Value) -> Value {
+pub(super) fn rollout_policy(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "policies.fledge.dev/v1alpha1", "kind": "RolloutPolicy",
            "metadata": {"name": name}, "spec": spec})
 }
 
-fn from_config_map(cm: &str, sha: Option<&str>) -> Value {
+pub(super) fn from_config_map(cm: &str, sha: Option<&str>) -> Value {
     let mut spec = json!({"configMap": {"name": cm, "key": "policy.wasm"}});
     if let Some(sha) = sha {
         spec["sha256"] = json!(sha);
@@ -85,7 +85,7 @@ fn policies_api(client: &Client, ns: &str) -> Api<DynamicObject> {
 }
 
 /// Waits until RolloutPolicy `name` has the Ready condition `status` with `reason`.
-async fn wait_ready(
+pub(super) async fn wait_ready(
     client: &Client,
     ns: &str,
     name: &str,
@@ -110,7 +110,7 @@ async fn wait_ready(
 }
 
 /// Warning Event notes about RolloutPolicy `name`.
-async fn policy_warnings(client: &Client, ns: &str, name: &str) -> Result<Vec<String>> {
+pub(super) async fn policy_warnings(client: &Client, ns: &str, name: &str) -> Result<Vec<String>> {
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     Ok(events
         .list(&ListParams::default())
@@ -158,7 +158,7 @@ async fn start(
     Ok((operator, client))
 }
 
-fn policy_of(status: &Value) -> (String, String, String) {
+pub(super) fn policy_of(status: &Value) -> (String, String, String) {
     let p = &status["policy"];
     let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
     (s("kind"), s("name"), s("digest"))
