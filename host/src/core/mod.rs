@@ -14,6 +14,7 @@
 //!                      Done(Tick { status, actions }) ──► shell executes actions, writes status once
 //! ```
 
+pub mod agree;
 pub mod judge;
 mod machine;
 pub mod messages;

@@ -91,7 +91,23 @@ impl Recorder {
     /// failed action, an invalid spec, deletion). Failures are logged, not
     /// returned: an Event that cannot be written must not stop a rollout.
     pub async fn publish(&self, canary: &CanaryObject, warning: bool, reason: &str, note: &str) {
-        if let Err(e) = self.try_publish(canary, warning, reason, note).await {
+        self.publish_by(canary, warning, reason, note, None).await
+    }
+
+    /// [`Recorder::publish`] of an Event about what `policy` said, with its
+    /// policy annotations.
+    pub async fn publish_by(
+        &self,
+        canary: &CanaryObject,
+        warning: bool,
+        reason: &str,
+        note: &str,
+        policy: Option<&PolicyInForce>,
+    ) {
+        if let Err(e) = self
+            .try_publish(canary, warning, reason, note, policy)
+            .await
+        {
             tracing::warn!(
                 canary = %canary.id(),
                 namespace = canary.namespace(),
@@ -224,6 +240,7 @@ impl Recorder {
         warning: bool,
         reason: &str,
         note: &str,
+        policy: Option<&PolicyInForce>,
     ) -> Result<(), kube::Error> {
         // The same path as a step's Events, planned and delivered at once.
         let fresh = format!("{}.{:x}", canary.name(), Timestamp::now().as_nanosecond());
@@ -236,7 +253,7 @@ impl Recorder {
             name,
             count,
             at: None,
-            policy: None,
+            policy: policy.cloned(),
         };
         self.deliver(canary, &e, false).await.map(|_| ())
     }

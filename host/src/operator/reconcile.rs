@@ -15,6 +15,7 @@
 //! actions are carried out again and its Events not yet published are.
 use super::events::{self, Delivery};
 use super::metrics::Checker;
+use super::policies::shadow::{Shadow, Shadowed, Verdict};
 use super::policies::{self, Chosen};
 use super::resource::CanaryObject;
 use super::router::{self, RouteTarget};
@@ -91,7 +92,7 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     }
     // The policy in force now; an analysis in flight may keep its own (below).
     let selected = match policies::select::select(obj.namespace(), spec.policy.as_ref(), |k| {
-        ctx.policies.exists(k)
+        ctx.policies.mode(k)
     }) {
         Ok(s) => s,
         Err(issue) => return invalid(&obj, &ctx, &api, &status, vec![issue], now).await,
@@ -223,7 +224,19 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     };
     let chosen = pin_policy(&ctx, &obj, &status, old.phase, new_revision, current).await;
     let policy_label = super::telemetry::policy_label(&chosen.record, obj.namespace());
-    let judge = ctx.telemetry.judge(&chosen.policy, &policy_label);
+    let enforcing = ctx.telemetry.judge(&chosen.policy, &policy_label);
+    let shadows = ctx.policies.shadows(obj.namespace()).await;
+    let judge = Shadowed::new(
+        &enforcing,
+        shadows
+            .iter()
+            .map(|c| Shadow {
+                label: super::telemetry::policy_label(&c.record, obj.namespace()),
+                record: c.record.clone(),
+                judge: &c.policy,
+            })
+            .collect(),
+    );
     let decide = async {
         loop {
             match core::step(&rollout, &old, &o, &judge) {
@@ -270,6 +283,7 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     doing.pause().await;
     doing.finish(&mut next, false).await?;
     record_duration(&ctx, &rollout, old.phase, tick.status.phase, began);
+    report_shadows(&ctx, &obj, judge.take_verdicts()).await;
     // The core's `requeue` is the interval: counted from the step, not from
     // the end of its actions.
     Ok(Requeue::requeue(until_next(
@@ -325,6 +339,30 @@ async fn pin_policy(
     events::log(obj, true, &text);
     current
 }
+
+/// What the shadow policies would have done this step: each decision
+/// counted, each disagreement a Normal Event (annotated with the shadow
+/// policy) and a log line. Reported once the step's actions are carried out;
+/// nothing here changes them.
+async fn report_shadows(ctx: &Context, obj: &CanaryObject, verdicts: Vec<Verdict>) {
+    for v in verdicts {
+        let disagreement = (!v.agrees()).then(|| (v.enforced_kind(), v.shadow_kind()));
+        ctx.telemetry
+            .count_shadow(&v.label, &v.record.digest, disagreement);
+        tracing::debug!(canary = %obj.id(), namespace = obj.namespace(), policy = %v.label, took_us = v.took.as_micros() as u64, agrees = v.agrees(), "shadow decision");
+        if disagreement.is_none() {
+            continue;
+        }
+        let note = v.note();
+        ctx.recorder
+            .publish_by(obj, false, SHADOW_DISAGREEMENT, &note, Some(&v.record))
+            .await;
+        events::log_decision(obj, false, &note, Some(&v.record));
+    }
+}
+
+/// The reason of a shadow policy's disagreement Event.
+pub const SHADOW_DISAGREEMENT: &str = "ShadowDisagreement";
 
 /// Flagger's series of a step whose status is written: the phase as
 /// `flagger_canary_status`, and a success or failure counted.

@@ -85,6 +85,14 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    policy: String,
+    digest: String,
+    enforced: String,
+    shadow: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: String,
 }
@@ -122,6 +130,8 @@ pub struct Telemetry {
     decisions: Family<DecisionLabels, Counter>,
     decision_seconds: Timings<PolicyLabels>,
     policy_errors: Family<ErrorLabels, Counter>,
+    shadow_decisions: Family<PolicyLabels, Counter>,
+    shadow_disagreements: Family<ShadowLabels, Counter>,
     query_seconds: Timings<ProviderLabels>,
     leader: Gauge,
     pub reconciles: Counter,
@@ -165,6 +175,8 @@ impl Telemetry {
             decisions: Family::default(),
             decision_seconds: Family::new_with_constructor(fine_duration),
             policy_errors: Family::default(),
+            shadow_decisions: Family::default(),
+            shadow_disagreements: Family::default(),
             query_seconds: Family::new_with_constructor(fine_duration),
             leader: Gauge::default(),
             reconciles: Counter::default(),
@@ -225,6 +237,17 @@ impl Telemetry {
             "fledge_policy_errors",
             "Policy decisions that gave no usable decision, by cause",
             t.policy_errors.clone(),
+        );
+        r.register(
+            "fledge_policy_shadow_decisions",
+            "Decisions of shadow-mode policies, by policy and component digest",
+            t.shadow_decisions.clone(),
+        );
+        r.register(
+            "fledge_policy_shadow_disagreements",
+            "Shadow-mode decisions that differ from the enforced one, by the decision kind \
+             enforced and the shadow's (error: the shadow gave no usable decision)",
+            t.shadow_disagreements.clone(),
         );
         r.register(
             "fledge_metric_query_seconds",
@@ -387,6 +410,28 @@ impl Telemetry {
                 analysis_status: status.to_string(),
             })
             .inc();
+    }
+
+    /// Counts one decision of the shadow policy `policy` (see
+    /// [`policy_label`]) and, when it differs from the enforced one,
+    /// `disagreement`: the enforced decision's kind and the shadow's.
+    pub fn count_shadow(&self, policy: &str, digest: &str, disagreement: Option<(&str, &str)>) {
+        self.shadow_decisions
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_string(),
+                digest: digest.to_string(),
+            })
+            .inc();
+        if let Some((enforced, shadow)) = disagreement {
+            self.shadow_disagreements
+                .get_or_create(&ShadowLabels {
+                    policy: policy.to_string(),
+                    digest: digest.to_string(),
+                    enforced: enforced.to_string(),
+                    shadow: shadow.to_string(),
+                })
+                .inc();
+        }
     }
 
     /// Times one metric query for `fledge_metric_query_seconds`.
@@ -827,6 +872,33 @@ mod tests {
                 "{series} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn shadow_decisions_and_disagreements_are_counted_by_kind() {
+        let t = Telemetry::new("1.2.3", "appmesh");
+        let p = "RolloutPolicy/team-a/strict-v2";
+        t.count_shadow(p, "sha256:0a", None);
+        t.count_shadow(p, "sha256:0a", Some(("hold", "rollback")));
+        t.count_shadow(p, "sha256:0a", Some(("hold", "rollback")));
+        t.count_shadow(p, "sha256:0a", Some(("advance", "error")));
+        let text = t.encode();
+        let labels = "policy=\"RolloutPolicy/team-a/strict-v2\",digest=\"sha256:0a\"";
+        let decisions = format!("fledge_policy_shadow_decisions_total{{{labels}}}");
+        assert_eq!(sample(&text, &decisions), Some(4.0), "{text}");
+        let disagreed = |enforced: &str, shadow: &str| {
+            sample(
+                &text,
+                &format!("fledge_policy_shadow_disagreements_total{{{labels},enforced=\"{enforced}\",shadow=\"{shadow}\"}}"),
+            )
+        };
+        assert_eq!(disagreed("hold", "rollback"), Some(2.0), "{text}");
+        assert_eq!(disagreed("advance", "error"), Some(1.0), "{text}");
+        assert_eq!(
+            disagreed("hold", "hold"),
+            None,
+            "agreeing is not a disagreement"
+        );
     }
 
     #[test]

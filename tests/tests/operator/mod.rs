@@ -31,6 +31,7 @@ mod loadtester;
 mod loadtester_local;
 mod policies;
 mod policy_refusals;
+mod shadow;
 mod telemetry;
 mod tracking;
 

@@ -4,6 +4,7 @@
 //! - [`select`]: which policy object judges a Canary (a pure function).
 //! - [`objects`]: the two kinds as read from the API server.
 //! - [`fetch`]: a component's bytes, verified against its pinned sha256.
+//! - [`shadow`]: shadow-mode policies judging beside the enforcing one.
 //!
 //! [`Policies`] keeps, per policy object, the component in force: loaded
 //! (fetched, verified, compiled, linked) when the object's spec changes, at
@@ -15,6 +16,7 @@
 pub mod fetch;
 pub mod objects;
 pub mod select;
+pub mod shadow;
 
 use super::resource::CanaryObject;
 use super::status::PolicyInForce;
@@ -31,7 +33,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
 use objects::{ClusterRolloutPolicyObject, RolloutPolicyObject};
-use select::{PolicyKey, PolicyKind, Selected, BUILTIN_KIND, BUILTIN_NAME};
+use select::{Mode, PolicyKey, PolicyKind, Selected, BUILTIN_KIND, BUILTIN_NAME};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -92,6 +94,14 @@ struct Found {
     status: RolloutPolicyStatus,
 }
 
+/// `spec.mode` of a policy object's raw spec.
+fn mode_of(spec: &Value) -> Mode {
+    match spec.get("mode").and_then(Value::as_str) {
+        Some("shadow") => Mode::Shadow,
+        _ => Mode::Enforce,
+    }
+}
+
 impl Policies {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -133,6 +143,49 @@ impl Policies {
 
     pub fn exists(&self, key: &PolicyKey) -> bool {
         self.find(key).is_some()
+    }
+
+    /// The `spec.mode` of policy object `key`, `None` when it does not
+    /// exist. Read from the raw spec: an object whose spec does not validate
+    /// counts as enforcing, so selecting it reports why it has no component.
+    pub fn mode(&self, key: &PolicyKey) -> Option<Mode> {
+        let spec = match key.kind {
+            PolicyKind::RolloutPolicy => {
+                let r = ObjectRef::new(&key.name).within(key.namespace.as_deref().unwrap_or(""));
+                self.namespaced.get(&r)?.spec.clone()
+            }
+            PolicyKind::ClusterRolloutPolicy => {
+                self.cluster.get(&ObjectRef::new(&key.name))?.spec.clone()
+            }
+        };
+        Some(mode_of(&spec))
+    }
+
+    /// The shadow-mode policies that judge beside the enforcing policy of a
+    /// Canary in `namespace` ([`select::shadows`]), each with its component
+    /// in force (loaded first if its object changed). One with no component
+    /// in force is left out: its Ready condition says why.
+    pub async fn shadows(&self, namespace: &str) -> Vec<Chosen> {
+        let mut objects: Vec<(PolicyKey, Mode)> = Vec::new();
+        for o in self.namespaced.state() {
+            if o.metadata.namespace.as_deref() == Some(namespace) {
+                let name = o.metadata.name.as_deref().unwrap_or("");
+                objects.push((PolicyKey::namespaced(namespace, name), mode_of(&o.spec)));
+            }
+        }
+        for o in self.cluster.state() {
+            let name = o.metadata.name.as_deref().unwrap_or("");
+            objects.push((PolicyKey::cluster(name), mode_of(&o.spec)));
+        }
+        let keys = select::shadows(namespace, objects.iter().map(|(k, m)| (k, *m)));
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.current(&Selected::Object(key.clone())).await {
+                Ok(chosen) => out.push(chosen),
+                Err(why) => tracing::debug!(policy = %key, "shadow policy not evaluated: {why}"),
+            }
+        }
+        out
     }
 
     fn find(&self, key: &PolicyKey) -> Option<Found> {

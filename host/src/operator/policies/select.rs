@@ -1,6 +1,8 @@
 //! Which policy object judges a Canary, most specific first: the Canary's
 //! `spec.policy`; else the RolloutPolicy `default` of its namespace; else the
 //! ClusterRolloutPolicy `default`; else the built-in `flagger` policy.
+//! Objects in shadow mode never enforce: the ladder passes over them, and
+//! [`shadows`] says which of them judge beside the enforcing policy.
 use crate::api::policy::{CLUSTER_ROLLOUT_POLICY, ROLLOUT_POLICY};
 use crate::api::{Issue, PolicyRef};
 use std::fmt;
@@ -62,6 +64,13 @@ impl fmt::Display for PolicyKey {
     }
 }
 
+/// A policy object's `spec.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Shadow,
+}
+
 /// What [`select`] chose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selected {
@@ -79,21 +88,23 @@ fn issue(field: &str, problem: String, fix: &str) -> Issue {
 }
 
 /// The policy of a Canary in `namespace` with `spec.policy` = `reference`,
-/// given which policy objects `exists`. A reference to an object that does
-/// not exist, or to another namespace's RolloutPolicy, is an error naming
+/// given the `mode` of each policy object that exists (`None`: it does not).
+/// A `default` in shadow mode does not enforce, so the ladder goes on. A
+/// reference to an object that does not exist, to another namespace's
+/// RolloutPolicy, or to an object in shadow mode is an error naming
 /// `spec.policy`.
 pub fn select(
     namespace: &str,
     reference: Option<&PolicyRef>,
-    exists: impl Fn(&PolicyKey) -> bool,
+    mode: impl Fn(&PolicyKey) -> Option<Mode>,
 ) -> Result<Selected, Issue> {
     let Some(r) = reference else {
         let ns_default = PolicyKey::namespaced(namespace, DEFAULT);
-        if exists(&ns_default) {
+        if mode(&ns_default) == Some(Mode::Enforce) {
             return Ok(Selected::Object(ns_default));
         }
         let cluster_default = PolicyKey::cluster(DEFAULT);
-        if exists(&cluster_default) {
+        if mode(&cluster_default) == Some(Mode::Enforce) {
             return Ok(Selected::Object(cluster_default));
         }
         return Ok(Selected::Builtin);
@@ -136,18 +147,52 @@ pub fn select(
             ))
         }
     };
-    if !exists(&key) {
-        let problem = match &key.namespace {
-            Some(ns) => format!("RolloutPolicy `{name}` does not exist in namespace `{ns}`"),
-            None => format!("ClusterRolloutPolicy `{name}` does not exist"),
-        };
-        return Err(issue(
-            "spec.policy.name",
-            problem,
-            "create it, or remove spec.policy to use the default policy",
-        ));
+    match mode(&key) {
+        Some(Mode::Enforce) => Ok(Selected::Object(key)),
+        Some(Mode::Shadow) => Err(issue(
+            "spec.policy",
+            format!(
+                "{} `{name}` is in shadow mode: it never enforces",
+                key.kind.as_str()
+            ),
+            "set the policy object's spec.mode to enforce, or name another policy",
+        )),
+        None => {
+            let problem = match &key.namespace {
+                Some(ns) => format!("RolloutPolicy `{name}` does not exist in namespace `{ns}`"),
+                None => format!("ClusterRolloutPolicy `{name}` does not exist"),
+            };
+            Err(issue(
+                "spec.policy.name",
+                problem,
+                "create it, or remove spec.policy to use the default policy",
+            ))
+        }
     }
-    Ok(Selected::Object(key))
+}
+
+/// The shadow-mode objects among `objects` that judge beside the enforcing
+/// policy of a Canary in `namespace`: every RolloutPolicy of its namespace
+/// and every ClusterRolloutPolicy in shadow mode, in a stable order
+/// (RolloutPolicies first, each kind by name).
+pub fn shadows<'a>(
+    namespace: &str,
+    objects: impl IntoIterator<Item = (&'a PolicyKey, Mode)>,
+) -> Vec<PolicyKey> {
+    let mut out: Vec<PolicyKey> = objects
+        .into_iter()
+        .filter(|(k, m)| {
+            *m == Mode::Shadow
+                && match &k.namespace {
+                    Some(ns) => ns == namespace,
+                    None => true,
+                }
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -162,8 +207,90 @@ mod tests {
         }
     }
 
-    fn world(keys: &[PolicyKey]) -> impl Fn(&PolicyKey) -> bool + '_ {
-        move |k| keys.contains(k)
+    fn world(keys: &[PolicyKey]) -> impl Fn(&PolicyKey) -> Option<Mode> + '_ {
+        move |k| keys.contains(k).then_some(Mode::Enforce)
+    }
+
+    fn shadowed<'a>(
+        enforce: &'a [PolicyKey],
+        shadow: &'a [PolicyKey],
+    ) -> impl Fn(&PolicyKey) -> Option<Mode> + 'a {
+        move |k| {
+            if shadow.contains(k) {
+                Some(Mode::Shadow)
+            } else {
+                enforce.contains(k).then_some(Mode::Enforce)
+            }
+        }
+    }
+
+    #[test]
+    fn a_shadow_default_does_not_enforce_and_the_ladder_goes_on() {
+        let ns_default = PolicyKey::namespaced("a", "default");
+        let cluster_default = PolicyKey::cluster("default");
+        // The namespace's default shadows: the cluster's enforces.
+        assert_eq!(
+            select(
+                "a",
+                None,
+                shadowed(&[cluster_default.clone()], &[ns_default.clone()])
+            ),
+            Ok(Selected::Object(cluster_default.clone()))
+        );
+        // Both shadow: the built-in policy.
+        assert_eq!(
+            select(
+                "a",
+                None,
+                shadowed(&[], &[ns_default.clone(), cluster_default.clone()])
+            ),
+            Ok(Selected::Builtin)
+        );
+    }
+
+    #[test]
+    fn naming_a_shadow_policy_is_refused_naming_spec_policy() {
+        let strict = PolicyKey::namespaced("a", "strict-v2");
+        let e = select(
+            "a",
+            Some(&reference("strict-v2", None, None)),
+            shadowed(&[], &[strict]),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "spec.policy");
+        assert!(
+            e.problem
+                .contains("RolloutPolicy `strict-v2` is in shadow mode"),
+            "{e}"
+        );
+        assert!(e.fix.contains("spec.mode to enforce"), "{e}");
+        let e = select(
+            "a",
+            Some(&reference("wide", Some("ClusterRolloutPolicy"), None)),
+            shadowed(&[], &[PolicyKey::cluster("wide")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.problem
+                .starts_with("ClusterRolloutPolicy `wide` is in shadow mode"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shadows_are_the_namespaces_and_the_clusters_in_shadow_mode() {
+        let mine = PolicyKey::namespaced("a", "strict-v2");
+        let enforcing = PolicyKey::namespaced("a", "default");
+        let theirs = PolicyKey::namespaced("b", "strict-v2");
+        let wide = PolicyKey::cluster("canary-v3");
+        let objects = [
+            (&wide, Mode::Shadow),
+            (&theirs, Mode::Shadow),
+            (&enforcing, Mode::Enforce),
+            (&mine, Mode::Shadow),
+        ];
+        assert_eq!(shadows("a", objects), [mine.clone(), wide.clone()]);
+        assert_eq!(shadows("c", objects), [wide.clone()]);
     }
 
     #[test]
