@@ -149,6 +149,10 @@ with_libraries() {
 }
 
 stage="$out/rootfs"
+# Replace only what an earlier run wrote.
+if [[ -e "$out" && -n "$(ls -A "$out" 2>/dev/null)" && ! -e "$out/fledge/oci-layout" && ! -d "$out/rootfs" ]]; then
+    die "--out $out exists and holds something else; name an empty or new directory"
+fi
 rm -rf "$out"
 mkdir -p "$stage/base" "$stage/loadtester"
 
