@@ -3,3 +3,4 @@ pub mod loadtester;
 pub mod operator;
 pub mod policy;
 pub mod simulate;
+pub mod version;
