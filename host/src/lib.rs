@@ -4,6 +4,7 @@
 //! - [`core`]: the rollout state machine, a pure function of observations.
 //! - [`policy`]: the Wasm policy runtime (wasmtime, component model).
 //! - [`api`]: the `flagger.app/v1beta1` Canary and its validation.
+//! - [`build_info`]: the version, served CRD versions and policy contract.
 //! - [`simulate`]: the in-memory shell around the core, with a virtual clock.
 //! - [`metrics`]: metric providers of MetricTemplates, one trait.
 //! - [`operator`]: the Kubernetes shell around the core (`fledge operator`).
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod build_info;
 pub mod core;
 pub mod loadtester;
 pub mod metrics;

@@ -28,6 +28,8 @@ enum Command {
     Crds(cli::crds::Args),
     /// Serves flagger-loadtester's API: webhook tasks with a built-in hey, gates, rollback gates.
     Loadtester(cli::loadtester::Args),
+    /// Prints the version, the CRD API versions served and the policy contract (WIT package).
+    Version(cli::version::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Crds(args) => cli::crds::run(args),
         // Sets up its own log format, as the operator does.
         Command::Loadtester(args) => cli::loadtester::run(args),
+        Command::Version(args) => cli::version::run(args),
     })
 }
 

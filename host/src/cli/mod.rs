@@ -4,3 +4,4 @@ pub mod operator;
 pub mod policy;
 pub mod policy_file;
 pub mod simulate;
+pub mod version;

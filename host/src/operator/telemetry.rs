@@ -164,6 +164,16 @@ impl Telemetry {
             "Fledge version and mesh provider information",
             fledge_info,
         );
+        // Version, CRD API versions and policy contract: what an upgrade changes.
+        let build = Family::<Vec<(String, String)>, Gauge>::default();
+        build
+            .get_or_create(&crate::build_info::BuildInfo::current().labels())
+            .set(1);
+        registry.register(
+            "fledge_build_info",
+            "Fledge version, served CRD API versions and policy contract (WIT package)",
+            build,
+        );
         let t = Telemetry {
             total: Family::default(),
             status: Family::default(),
