@@ -28,7 +28,8 @@ pub const MAX_CONFIG_BYTES: usize = 4096;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RolloutPolicySpec {
-    /// A policy built into the operator, by name (`flagger`).
+    /// A policy built into the operator, by name (`flagger`, `statistical`,
+    /// `change-window`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub builtin: Option<String>,
     /// A component held in a ConfigMap of the policy's namespace (the
