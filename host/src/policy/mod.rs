@@ -588,11 +588,22 @@ impl Policy {
 
     /// Fuel one decision on `input` consumes, when the runtime counts fuel.
     pub fn fuel_used(&self, input: &PolicyInput) -> Result<Option<u64>, PolicyError> {
+        self.fuel_used_in(input, &Context::default())
+    }
+
+    /// Fuel one decision on `input` in `ctx` (its time and series; the
+    /// policy reads its own config, as in [`Policy::evaluate_in`])
+    /// consumes, when the runtime counts fuel.
+    pub fn fuel_used_in(
+        &self,
+        input: &PolicyInput,
+        ctx: &Context,
+    ) -> Result<Option<u64>, PolicyError> {
         let Budget::Fuel(budget) = self.inner.shared.config.budget else {
             return Ok(None);
         };
         let mut left = 0;
-        self.run_with(input, &Context::default(), |store| {
+        self.run_with(input, ctx, |store| {
             left = store.get_fuel().unwrap_or(0)
         })?;
         Ok(Some(budget - left))

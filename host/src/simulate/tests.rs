@@ -698,5 +698,6 @@ fn many_canaries_run_at_once() {
     assert_eq!(reports[7].canary, "podinfo-0007.test");
 }
 
+mod builtins;
 mod fidelity;
 mod properties;
