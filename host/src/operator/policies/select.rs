@@ -233,7 +233,10 @@ mod tests {
             select(
                 "a",
                 None,
-                shadowed(&[cluster_default.clone()], &[ns_default.clone()])
+                shadowed(
+                    std::slice::from_ref(&cluster_default),
+                    std::slice::from_ref(&ns_default)
+                )
             ),
             Ok(Selected::Object(cluster_default.clone()))
         );
@@ -290,7 +293,7 @@ mod tests {
             (&mine, Mode::Shadow),
         ];
         assert_eq!(shadows("a", objects), [mine.clone(), wide.clone()]);
-        assert_eq!(shadows("c", objects), [wide.clone()]);
+        assert_eq!(shadows("c", objects), std::slice::from_ref(&wide));
     }
 
     #[test]
