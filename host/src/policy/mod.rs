@@ -603,9 +603,7 @@ impl Policy {
             return Ok(None);
         };
         let mut left = 0;
-        self.run_with(input, ctx, |store| {
-            left = store.get_fuel().unwrap_or(0)
-        })?;
+        self.run_with(input, ctx, |store| left = store.get_fuel().unwrap_or(0))?;
         Ok(Some(budget - left))
     }
 

@@ -498,7 +498,11 @@ metrics:
         // Fri 2026-12-04 16:30 UTC, written in UTC and with an offset.
         assert_eq!(at("start: 2026-12-04T16:30:00Z"), Ok(1_796_401_800));
         assert_eq!(at("start: '2026-12-04T17:30:00+01:00'"), Ok(1_796_401_800));
-        for bad in ["start: tomorrow", "start: 2026-13-04T16:30:00Z", "start: 1969-12-31T00:00:00Z"] {
+        for bad in [
+            "start: tomorrow",
+            "start: 2026-13-04T16:30:00Z",
+            "start: 1969-12-31T00:00:00Z",
+        ] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.field, "start", "{bad}");
             assert!(e.fix.contains("2026-12-05T08:00:00Z"), "{bad}: {e}");

@@ -52,7 +52,10 @@ fn runtime() -> &'static PolicyRuntime {
 #[test]
 fn the_shipped_cluster_policies_carry_the_examples_config() {
     let docs = crate::api::yaml::documents(SHIPPED).expect("builtin.yaml parses");
-    for (name, example) in [("statistical", STATISTICAL), ("change-window", CHANGE_WINDOW)] {
+    for (name, example) in [
+        ("statistical", STATISTICAL),
+        ("change-window", CHANGE_WINDOW),
+    ] {
         let shipped = docs
             .iter()
             .find(|d| d["metadata"]["name"] == name)
@@ -90,7 +93,9 @@ fn statistical_promotes_a_canary_like_the_primary_and_rolls_back_a_slower_one() 
     assert_eq!(report.phase, Phase::Succeeded);
     let text = lines(&report, Format::Text);
     assert_eq!(
-        text.iter().filter(|l| l.starts_with("Advance podinfo.test canary weight")).count(),
+        text.iter()
+            .filter(|l| l.starts_with("Advance podinfo.test canary weight"))
+            .count(),
         10,
         "{text:#?}"
     );
@@ -106,13 +111,16 @@ fn statistical_promotes_a_canary_like_the_primary_and_rolls_back_a_slower_one() 
         .find(|l| l.starts_with("Rolling back podinfo.test"))
         .unwrap_or_else(|| panic!("no rollback in {text:#?}"));
     assert!(
-        rollback.starts_with("Rolling back podinfo.test statistical score 0 < marginal 75: latency High (p=")
-            && rollback.contains("ratio 1.3"),
+        rollback.starts_with(
+            "Rolling back podinfo.test statistical score 0 < marginal 75: latency High (p="
+        ) && rollback.contains("ratio 1.3"),
         "{rollback}"
     );
     assert!(!text.iter().any(|l| l.starts_with("Copying")), "{text:#?}");
     assert_eq!(
-        text.iter().filter(|l| l.starts_with("Advance")).collect::<Vec<_>>(),
+        text.iter()
+            .filter(|l| l.starts_with("Advance"))
+            .collect::<Vec<_>>(),
         ["Advance podinfo.test canary weight 5"]
     );
 }
@@ -131,7 +139,9 @@ fn a_series_without_data_holds_without_failing_checks() {
         .filter(|r| r.msg.contains("no data for latency (no canary samples)"))
         .collect();
     assert!(halts.len() > 10, "{:#?}", report.records);
-    assert!(halts.iter().all(|r| r.failed_checks == 0 && r.canary_weight == 5));
+    assert!(halts
+        .iter()
+        .all(|r| r.failed_checks == 0 && r.canary_weight == 5));
 }
 
 #[test]
@@ -160,7 +170,9 @@ fn change_window_holds_over_the_weekend_and_goes_on_on_monday() {
         .filter(|r| !r.bootstrap && (FRIDAY_1700..MONDAY_0900).contains(&r.ts))
         .collect();
     assert!(closed.len() > 60 * 60, "{}", closed.len());
-    assert!(closed.iter().all(|r| r.canary_weight == held_at && r.failed_checks == 0));
+    assert!(closed
+        .iter()
+        .all(|r| r.canary_weight == held_at && r.failed_checks == 0));
     assert_eq!(
         closed[0].msg,
         "Halt podinfo.test advancement outside the change window Mon-Fri 09:00-17:00 UTC \
@@ -203,7 +215,10 @@ fn fuel_of_the_statistical_policy_per_decision() {
         .with_series("latency/canary", series(31, 130.0))
         .with_series("latency/primary", series(31, 100.0));
     let input = mid_analysis();
-    let small = policy.fuel_used_in(&input, &ctx).unwrap().expect("fuel is counted");
+    let small = policy
+        .fuel_used_in(&input, &ctx)
+        .unwrap()
+        .expect("fuel is counted");
     assert_eq!(policy.fuel_used_in(&input, &ctx).unwrap(), Some(small));
     assert!(matches!(
         policy.evaluate_in(&input, &ctx).unwrap(),
@@ -211,7 +226,13 @@ fn fuel_of_the_statistical_policy_per_decision() {
     ));
     // The most the host answers: 8 metrics, 16 series of 687 points (10 992 samples).
     let mut config: std::collections::BTreeMap<String, String> = [
-        ("metrics", (0..8).map(|i| format!("m{i}")).collect::<Vec<_>>().join(",")),
+        (
+            "metrics",
+            (0..8)
+                .map(|i| format!("m{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         ("window", "6860".to_string()),
     ]
     .into_iter()
@@ -225,7 +246,10 @@ fn fuel_of_the_statistical_policy_per_decision() {
             .with_series(format!("m{i}/primary"), series(687, 100.0));
     }
     let policy = policy.with_config(config);
-    let large = policy.fuel_used_in(&input, &big).unwrap().expect("fuel is counted");
+    let large = policy
+        .fuel_used_in(&input, &big)
+        .unwrap()
+        .expect("fuel is counted");
     println!("statistical policy: {small} units of fuel with two 31-point series, {large} with 16 of 687");
     // Within the simulator's budget by orders of magnitude.
     assert!(small < crate::policy::DEFAULT_FUEL / 1_000, "{small}");
