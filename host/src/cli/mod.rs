@@ -3,4 +3,5 @@ pub mod loadtester;
 pub mod operator;
 pub mod policy;
 pub mod policy_file;
+pub mod replay;
 pub mod simulate;

@@ -14,6 +14,7 @@
 //!                      Done(Tick { status, actions }) ──► shell executes actions, writes status once
 //! ```
 
+pub mod agree;
 pub mod judge;
 mod machine;
 pub mod messages;
@@ -23,6 +24,7 @@ pub mod rollout;
 pub mod text;
 pub mod validate;
 
+pub use agree::agree;
 pub use judge::{Judge, JudgeError};
 pub use machine::step;
 pub use rollout::Rollout;

@@ -224,6 +224,7 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     let chosen = pin_policy(&ctx, &obj, &status, old.phase, new_revision, current).await;
     let policy_label = super::telemetry::policy_label(&chosen.record, obj.namespace());
     let judge = ctx.telemetry.judge(&chosen.policy, &policy_label);
+    let judge = super::journal::judge(&ctx, judge, &policy_label, &chosen.policy);
     let decide = async {
         loop {
             match core::step(&rollout, &old, &o, &judge) {
