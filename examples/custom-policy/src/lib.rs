@@ -125,7 +125,11 @@ mod tests {
         match decide(&input, &ctx) {
             Decision::Hold(h) => {
                 assert!(h.failed_check);
-                assert!(h.reason.contains("spec.config.max-failed-checks: `many`"), "{}", h.reason);
+                assert!(
+                    h.reason.contains("spec.config.max-failed-checks: `many`"),
+                    "{}",
+                    h.reason
+                );
             }
             other => panic!("{other:?}"),
         }
