@@ -105,6 +105,13 @@ fn identity() -> String {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     limit_malloc_arenas();
     operator::log::init(&args.log_level, args.log_format)?;
+    let min = fledge::policy::journal::MIN_MAX_BYTES;
+    if args.decision_journal_max_bytes < min {
+        anyhow::bail!(
+            "--decision-journal-max-bytes {}: below the smallest line bound; give at least {min}",
+            args.decision_journal_max_bytes
+        );
+    }
     let leader_election = args
         .leader_election
         .unwrap_or(in_cluster() && args.kubeconfig.is_none());
