@@ -12,4 +12,4 @@ scripts/setup.sh
 tests/cluster/ci-prepare.sh
 cargo test --workspace "$@"
 # The example policy is a crate of its own, as a policy author's would be.
-cargo test --manifest-path examples/policies/strict/Cargo.toml "$@"
+cargo test --manifest-path examples/custom-policy/Cargo.toml "$@"

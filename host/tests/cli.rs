@@ -194,7 +194,7 @@ fn policy_build_makes_a_component_that_simulate_uses() {
     let o = fledge(&[
         "policy",
         "build",
-        "examples/policies/strict",
+        "examples/custom-policy",
         "-o",
         out.to_str().expect("utf-8"),
         "--profile",
@@ -488,4 +488,221 @@ fn many_copies_print_a_summary() {
         "{}",
         stdout(&o)
     );
+}
+
+/// `fledge policy build examples/custom-policy` into `dir`, with host/build.rs's profile and
+/// target directory.
+fn build_strict(dir: &Path) -> PathBuf {
+    let out = dir.join("strict.wasm");
+    let target_dir = root().join("target").join("wasm");
+    let o = fledge(&[
+        "policy",
+        "build",
+        "examples/custom-policy",
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--profile",
+        "policy",
+        "--target-dir",
+        target_dir.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    out
+}
+
+/// The 1-based lines of the journal's records whose decision is a hold with a failed check,
+/// and the number of records.
+fn failed_check_lines(journal: &Path) -> (Vec<usize>, usize) {
+    let text = std::fs::read_to_string(journal).expect("journal");
+    let mut held = Vec::new();
+    let mut records = 0;
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(v["msg"], "policy decision", "{line}");
+        assert_eq!(v["journal"], 1, "{line}");
+        records += 1;
+        if v["decision"]["hold"]["failedCheck"] == true {
+            held.push(i + 1);
+        }
+    }
+    (held, records)
+}
+
+/// The journal lines `fledge policy replay` reports as differing.
+fn differing_lines(out: &str) -> Vec<usize> {
+    out.lines()
+        .filter_map(|l| l.split_once(" (line ")?.1.split_once(')')?.0.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_simulated_journal_replays_the_same_with_the_builtin_and_differs_with_strict() {
+    let dir = scratch("replay");
+    let journal = dir.join("rollback.jsonl");
+    let o = fledge(&[
+        "simulate",
+        "--canary",
+        "examples/podinfo/canary.yaml",
+        "--scenario",
+        "examples/scenarios/rollback.yaml",
+        "--decision-journal",
+        journal.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let (held, records) = failed_check_lines(&journal);
+    // The guide's rollback: three success-rate halts and two request-duration halts.
+    assert_eq!(held.len(), 5, "{held:?}");
+    let journal_arg = journal.to_str().expect("utf-8");
+
+    let same = fledge(&["policy", "replay", "builtin", "--journal", journal_arg]);
+    assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+    assert_eq!(stdout(&same), format!("{records} decisions, 0 differ\n"));
+
+    let strict = build_strict(&dir);
+    let strict_arg = strict.to_str().expect("utf-8");
+    let o = fledge(&["policy", "replay", strict_arg, "--journal", journal_arg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(differing_lines(&out), held, "{out}");
+    assert!(
+        out.contains(&format!(
+            "podinfo.test (line {}): recorded hold (failed check): success rate 69.17% < 99%; \
+             replayed rollback: strict policy: success rate 69.17% < 99%\n",
+            held[0]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(&format!("{records} decisions, 5 differ\n")),
+        "{out}"
+    );
+
+    // Two failed checks tolerated: the last three differ.
+    let o = fledge(&[
+        "policy",
+        "replay",
+        strict_arg,
+        "--journal",
+        journal_arg,
+        "--policy-config",
+        "max-failed-checks=2",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(differing_lines(&stdout(&o)), held[2..], "{}", stdout(&o));
+
+    // A whole log: other lines are skipped and counted.
+    let log = dir.join("operator.log");
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    let mixed: String = text
+        .lines()
+        .flat_map(|l| {
+            [
+                r#"{"level":"info","ts":"2025-06-01T12:00:00.000Z","msg":"reconciled"}"#,
+                l,
+            ]
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&log, mixed).expect("write");
+    let o = fledge(&[
+        "policy",
+        "replay",
+        "builtin",
+        "--journal",
+        log.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("{records} decisions, 0 differ; {records} other lines skipped\n")
+    );
+
+    // Errors are exit 2: no records, a record this version cannot read, a missing file.
+    let empty = dir.join("empty.log");
+    std::fs::write(&empty, "just a log line\n").expect("write");
+    let o = fledge(&[
+        "policy",
+        "replay",
+        "builtin",
+        "--journal",
+        empty.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no decision records in 1 lines"),
+        "{}",
+        stderr(&o)
+    );
+    let newer = dir.join("newer.jsonl");
+    std::fs::write(&newer, "{\"msg\":\"policy decision\",\"journal\":2}\n").expect("write");
+    let o = fledge(&[
+        "policy",
+        "replay",
+        "builtin",
+        "--journal",
+        newer.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("line 1: journal: 2 is not a version"),
+        "{}",
+        stderr(&o)
+    );
+    let o = fledge(&["policy", "replay", "builtin", "--journal", "no/such.jsonl"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot read no/such.jsonl"),
+        "{}",
+        stderr(&o)
+    );
+
+    // `policy test` is `simulate --policy`: same output, same exit status.
+    let args = [
+        "--canary",
+        "examples/podinfo/canary.yaml",
+        "--scenario",
+        "examples/scenarios/rollback.yaml",
+        "--policy-config",
+        "max-failed-checks=1",
+    ];
+    let tested = fledge(&[&["policy", "test", strict_arg][..], &args].concat());
+    let simulated = Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args([&["simulate", "--policy", strict_arg][..], &args].concat())
+        .current_dir(root())
+        .output()
+        .expect("fledge runs");
+    assert_eq!(tested.status.code(), Some(2), "{}", stderr(&tested));
+    assert_eq!(stdout(&tested), stdout(&simulated));
+    let halts = stdout(&tested)
+        .matches("Halt podinfo.test advancement")
+        .count();
+    assert_eq!(halts, 1, "one failed check tolerated: {}", stdout(&tested));
+    assert!(
+        stdout(&tested)
+            .contains("Rolling back podinfo.test strict policy: success rate 61.39% < 99%"),
+        "{}",
+        stdout(&tested)
+    );
+    let builtin = fledge(&[&["policy", "test", "builtin"][..], &args[..4]].concat());
+    assert_eq!(builtin.status.code(), Some(2), "{}", stderr(&builtin));
+    assert_eq!(
+        stdout(&builtin)
+            .matches("Halt podinfo.test advancement")
+            .count(),
+        5
+    );
+    let twice = fledge(
+        &[
+            &["policy", "test", strict_arg, "--policy", strict_arg][..],
+            &args,
+        ]
+        .concat(),
+    );
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(
+        stderr(&twice).contains("the policy is named once"),
+        "{}",
+        stderr(&twice)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -59,6 +59,19 @@ pub struct Args {
     /// Added to every alert as `Cluster`.
     #[arg(long, env = "FLEDGE_CLUSTER_NAME")]
     cluster_name: Option<String>,
+    /// Writes every decision asked of a policy as one JSON line on stdout
+    /// (`"msg":"policy decision"`), for `fledge policy replay`.
+    #[arg(long, env = "FLEDGE_DECISION_JOURNAL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    decision_journal: bool,
+    /// Longest journal line, in bytes: over it the range-query answers are
+    /// dropped from the record, then its input (the record says so).
+    #[arg(long, env = "FLEDGE_DECISION_JOURNAL_MAX_BYTES",
+          default_value_t = fledge::policy::journal::DEFAULT_MAX_BYTES)]
+    decision_journal_max_bytes: usize,
+    /// Also appends the journal to this file.
+    #[arg(long, env = "FLEDGE_DECISION_JOURNAL_FILE", value_name = "PATH")]
+    decision_journal_file: Option<PathBuf>,
     /// Testing only (keep 0): pause this many milliseconds after writing a
     /// step's status and again after carrying out its actions, so a crash
     /// test can kill the operator in between.
@@ -92,6 +105,13 @@ fn identity() -> String {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     limit_malloc_arenas();
     operator::log::init(&args.log_level, args.log_format)?;
+    let min = fledge::policy::journal::MIN_MAX_BYTES;
+    if args.decision_journal_max_bytes < min {
+        anyhow::bail!(
+            "--decision-journal-max-bytes {}: below the smallest line bound; give at least {min}",
+            args.decision_journal_max_bytes
+        );
+    }
     let leader_election = args
         .leader_election
         .unwrap_or(in_cluster() && args.kubeconfig.is_none());
@@ -122,6 +142,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         identity: identity(),
         step_pause: Duration::from_millis(args.step_pause_ms),
+        journal: operator::journal::Settings {
+            enabled: args.decision_journal,
+            max_bytes: args.decision_journal_max_bytes,
+            file: args.decision_journal_file,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

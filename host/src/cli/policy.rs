@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// What `FILE` names the embedded built-in policy.
-const BUILTIN: &str = "builtin";
+pub const BUILTIN: &str = "builtin";
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -51,6 +51,37 @@ pub enum Command {
         #[arg(long, default_value_t = 32)]
         memory_mib: u64,
     },
+    /// Simulates a whole canary analysis judged by POLICY: `fledge simulate
+    /// --policy POLICY`, with the same output and exit status.
+    Test {
+        /// A component (.wasm), a RolloutPolicy / ClusterRolloutPolicy YAML,
+        /// or `builtin`.
+        #[arg(value_name = "POLICY")]
+        file: String,
+        #[command(flatten)]
+        simulate: super::simulate::Args,
+    },
+    /// Asks POLICY again for every decision of a decision journal (the
+    /// operator's stdout, or `fledge simulate --decision-journal`), with the
+    /// recorded input and context, and prints where it would have decided
+    /// differently: another kind of decision, route, iteration or failed
+    /// check (reasons are not compared). Exit status 0 when none differ, 1
+    /// when some do, 2 on errors.
+    Replay {
+        /// A component (.wasm), a RolloutPolicy / ClusterRolloutPolicy YAML,
+        /// or `builtin`.
+        #[arg(value_name = "POLICY")]
+        file: String,
+        /// The journal: JSON lines, or a whole operator log (other lines are
+        /// skipped); `-` reads stdin.
+        #[arg(long, value_name = "FILE.jsonl")]
+        journal: PathBuf,
+        /// An entry of the policy's config (`spec.config`), KEY=VALUE;
+        /// repeatable. The recorded config is not used: the replayed policy
+        /// reads its own.
+        #[arg(long = "policy-config", value_name = "KEY=VALUE", value_parser = super::policy_file::config_pair)]
+        policy_config: Vec<(String, String)>,
+    },
 }
 
 pub fn run(cmd: Command) -> Result<ExitCode> {
@@ -68,6 +99,19 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             deadline_ms,
             memory_mib,
         } => eval(&file, &input, deadline_ms, memory_mib),
+        Command::Test { file, simulate } => {
+            let args = if file == BUILTIN {
+                simulate
+            } else {
+                simulate.with_policy(PathBuf::from(file))?
+            };
+            super::simulate::run(args)
+        }
+        Command::Replay {
+            file,
+            journal,
+            policy_config,
+        } => Ok(super::replay::run(&file, &journal, &policy_config)),
     }
 }
 

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use fledge::api::yaml::DEFAULT_MAX_INPUT_BYTES;
 use fledge::core::Judge;
+use fledge::policy::journal::{self, Journal, Journaled};
 use fledge::policy::{Budget, PolicyRuntime, RuntimeConfig, DEFAULT_FUEL};
 use fledge::simulate::{self, output::Format, scenario};
 use fledge_policy::Phase;
@@ -57,10 +58,29 @@ pub struct Args {
     /// Simulates this many copies of the Canary at once and prints a summary.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_COPIES))]
     copies: u32,
+    /// Writes every decision asked of the policy to this file (replaced), one
+    /// JSON line each, as the operator's decision journal has them (`fledge
+    /// policy replay` reads it).
+    #[arg(long, value_name = "FILE.jsonl")]
+    decision_journal: Option<PathBuf>,
     /// Largest input file read (Canary, scenario, each target), in bytes; larger
     /// files are refused before they are parsed.
     #[arg(long, default_value_t = DEFAULT_MAX_INPUT_BYTES)]
     max_input_bytes: u64,
+}
+
+impl Args {
+    /// These arguments judging with the policy at `path` (see `--policy`).
+    pub fn with_policy(mut self, path: PathBuf) -> anyhow::Result<Args> {
+        if let Some(given) = &self.policy {
+            anyhow::bail!(
+                "--policy {}: the policy is named once, as the first argument",
+                given.display()
+            );
+        }
+        self.policy = Some(path);
+        Ok(self)
+    }
 }
 
 /// Most `--copies` at once.
@@ -138,7 +158,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => runtime.builtin().context("loading the built-in policy")?,
     };
-    let judge: &dyn Judge = &policy;
+    let journal = match &args.decision_journal {
+        Some(path) => {
+            // One run, one journal: the file is replaced, not appended to.
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("--decision-journal: cannot write {}", path.display()))?;
+            let journal = Journal::new(journal::DEFAULT_MAX_BYTES).map_err(anyhow::Error::msg)?;
+            Some(journal.writing_to(&path.display().to_string(), Box::new(file)))
+        }
+        None => None,
+    };
+    let label = match &args.policy {
+        Some(path) => path.display().to_string(),
+        None => fledge::operator::telemetry::BUILTIN_POLICY.to_string(),
+    };
+    let journaled = match &journal {
+        Some(j) => j.judge(policy.clone(), &label, policy.digest(), policy.config()),
+        None => Journaled::off(policy.clone()),
+    };
+    let judge: &dyn Judge = &journaled;
 
     if args.copies > 1 {
         let summaries = simulate::run_many(&inputs, &scenario, args.copies as usize, judge);

@@ -24,6 +24,7 @@ pub mod rollout;
 pub mod text;
 pub mod validate;
 
+pub use agree::agree;
 pub use judge::{Judge, JudgeError};
 pub use machine::step;
 pub use rollout::Rollout;

@@ -10,11 +10,13 @@
 //! - [`policies`]: the policy objects and the components they bring into force.
 //! - [`status`], [`events`], [`log`]: what users see.
 //! - [`telemetry`]: the operator's own metrics on `/metrics`.
+//! - [`journal`]: every policy decision as a JSON line, for `fledge policy replay`.
 //! - [`crd`]: the CRDs `fledge crds` prints.
 //! - [`cache`]: the watched objects reconciles read instead of GETs.
 pub mod cache;
 pub mod crd;
 pub mod events;
+pub mod journal;
 pub mod log;
 pub mod metrics;
 pub mod policies;
@@ -76,6 +78,8 @@ pub struct Config {
     /// status is written and again after its actions are carried out, which
     /// widens the moments a `kill -9` finds a step half done.
     pub step_pause: Duration,
+    /// The decision journal (`--decision-journal*`).
+    pub journal: journal::Settings,
 }
 
 /// How long steps in progress may take to finish after SIGTERM (or a lost
@@ -99,6 +103,8 @@ pub struct Context {
     pub memo: Mutex<HashMap<String, status::CanaryStatus>>,
     /// What `/metrics` serves.
     pub telemetry: Arc<telemetry::Telemetry>,
+    /// Where every policy decision is recorded; `None` when the journal is off.
+    pub journal: Option<crate::policy::journal::Journal>,
     /// Becomes true on SIGTERM or when the Lease is lost.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Deployments, HPAs, Services, configs and mesh objects as the watches see them.
@@ -301,6 +307,7 @@ pub async fn run(config: Config) -> Result<()> {
         routers,
         memo: Mutex::default(),
         telemetry: telemetry.clone(),
+        journal: journal::open(&config.journal)?,
         config: config.clone(),
         stopping: stopping.clone(),
         cache,

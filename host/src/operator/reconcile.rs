@@ -224,7 +224,10 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     };
     let chosen = pin_policy(&ctx, &obj, &status, old.phase, new_revision, current).await;
     let policy_label = super::telemetry::policy_label(&chosen.record, obj.namespace());
+    // The enforcing policy's decisions are counted and journaled; shadows
+    // judge beside it and are only reported.
     let enforcing = ctx.telemetry.judge(&chosen.policy, &policy_label);
+    let enforcing = super::journal::judge(&ctx, enforcing, &policy_label, &chosen.policy);
     let shadows = ctx.policies.shadows(obj.namespace()).await;
     let judge = Shadowed::new(
         &enforcing,

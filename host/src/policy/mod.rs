@@ -15,8 +15,10 @@ mod bounds;
 mod error;
 pub mod imports;
 mod input;
+pub mod journal;
 mod limits;
 mod native;
+pub mod replay;
 mod ticker;
 pub mod toolchain;
 

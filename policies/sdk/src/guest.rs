@@ -35,33 +35,42 @@ pub fn run(
     to_wit(decide(&input))
 }
 
-/// As [`run`], for a `decide` that takes a context; the series are read
-/// only when `series` is set (only then does the component import
-/// `metric-query`, and need the capability).
+/// As [`run`], for a `decide` that takes a context (time and config).
 pub fn run_with_context(
     input: w::PolicyInput,
     decide: fn(&crate::PolicyInput, &crate::Context) -> crate::Decision,
-    series: bool,
+) -> w::Decision {
+    report_panics();
+    let ctx = context();
+    let input = from_wit(input);
+    to_wit(decide(&input, &ctx))
+}
+
+/// As [`run_with_context`], with the answers to the policy's range queries
+/// in the context. A function of its own, so that only a component that
+/// calls it imports `metric-query` (and needs the capability), however it
+/// is optimised: the linker drops what no export reaches.
+pub fn run_with_series(
+    input: w::PolicyInput,
+    decide: fn(&crate::PolicyInput, &crate::Context) -> crate::Decision,
 ) -> w::Decision {
     report_panics();
     let mut ctx = context();
-    if series {
-        ctx.series = metric_query::answers()
-            .into_iter()
-            .map(|s| crate::Series {
-                name: s.name,
-                samples: s.samples.map(|points| {
-                    points
-                        .into_iter()
-                        .map(|p| crate::Sample {
-                            timestamp: p.timestamp,
-                            value: p.value,
-                        })
-                        .collect()
-                }),
-            })
-            .collect();
-    }
+    ctx.series = metric_query::answers()
+        .into_iter()
+        .map(|s| crate::Series {
+            name: s.name,
+            samples: s.samples.map(|points| {
+                points
+                    .into_iter()
+                    .map(|p| crate::Sample {
+                        timestamp: p.timestamp,
+                        value: p.value,
+                    })
+                    .collect()
+            }),
+        })
+        .collect();
     let input = from_wit(input);
     to_wit(decide(&input, &ctx))
 }

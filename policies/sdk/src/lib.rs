@@ -555,12 +555,12 @@ macro_rules! export_policy {
     };
     ($decide:path, with_context) => {
         $crate::export_policy!(@export
-            |input| $crate::guest::run_with_context(input, $decide, false),
+            |input| $crate::guest::run_with_context(input, $decide),
             |_input| ::std::vec::Vec::new());
     };
     ($decide:path, queries = $queries:path) => {
         $crate::export_policy!(@export
-            |input| $crate::guest::run_with_context(input, $decide, true),
+            |input| $crate::guest::run_with_series(input, $decide),
             |input| $crate::guest::queries(input, $queries));
     };
     (@export $decide:expr, $queries:expr) => {

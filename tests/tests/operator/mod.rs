@@ -28,6 +28,7 @@ mod crash;
 mod crds;
 mod image;
 mod install;
+mod journal;
 mod loadtester;
 mod loadtester_local;
 mod policies;
