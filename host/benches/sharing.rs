@@ -80,6 +80,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // kube's client starts its buffer task on the current runtime.
+    let _entered = rt.enter();
     let http = reqwest::Client::new();
     let kube = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
         .expect("a client that is never used");

@@ -160,8 +160,25 @@ async fn install(cluster: &'static Cluster, via: Via, ns: &str) -> Result<Instal
     Ok(Install {
         ns: ns.to_string(),
         service_account,
-        policy: named("ClusterRolloutPolicy")?,
+        policy: flagger_policy(&objects).with_context(|| format!("{via:?}"))?,
     })
+}
+
+/// The shipped ClusterRolloutPolicy of the built-in `flagger` among the rendered objects (the
+/// install ships one per built-in policy).
+fn flagger_policy(objects: &[Value]) -> Result<String> {
+    let found: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRolloutPolicy" && o["spec"]["builtin"] == "flagger")
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.to_string()),
+        _ => bail!(
+            "renders {} ClusterRolloutPolicies of builtin flagger: {found:?}",
+            found.len()
+        ),
+    }
 }
 
 /// A kubeconfig that authenticates as the install's ServiceAccount with a TokenRequest token.
