@@ -77,35 +77,15 @@ impl Prometheus {
 
     /// Runs `promql`: an empty result or NaN is "no values".
     pub async fn run(&self, call: &Call<'_>, promql: &str) -> Answer {
-        let url = format!("{}/api/v1/query", self.address.trim_end_matches('/'));
-        let mut url = match reqwest::Url::parse(&url) {
-            Ok(u) => u,
-            Err(e) => return Answer::Failed(format!("metrics server `{}`: {e}", self.address)),
-        };
-        url.query_pairs_mut()
-            .append_pair("query", &super::one_line(promql));
-        let mut req = super::client(call, self.insecure).get(url);
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
+        match self
+            .get(call, "query", &[("query", super::one_line(promql))])
+            .await
+        {
+            Ok(body) => parse(&body),
+            Err(e) => Answer::Failed(e),
         }
-        // Flagger sends an empty token or password as no credentials at all.
-        match &self.auth {
-            Auth::Bearer(t) if !t.is_empty() => req = req.bearer_auth(t),
-            Auth::Basic(u, p) if !u.is_empty() && !p.is_empty() => req = req.basic_auth(u, Some(p)),
-            _ => {}
-        }
-        let (status, body) = match super::send(req, TIMEOUT).await {
-            Ok(r) => r,
-            Err(e) => return Answer::Failed(e),
-        };
-        if status.as_u16() >= 400 {
-            return Answer::Failed(format!("error response: Status {status}: {}", body.trim()));
-        }
-        parse(&body)
     }
-}
 
-impl Prometheus {
     /// Runs `promql` over `[start, end]`, one sample per `step` seconds
     /// (`GET <address>/api/v1/query_range`). The answer must be one series
     /// (or none); NaN samples are left out.
@@ -117,18 +97,33 @@ impl Prometheus {
         end: i64,
         step: u32,
     ) -> Result<Vec<fledge_policy::Sample>, String> {
-        let url = format!("{}/api/v1/query_range", self.address.trim_end_matches('/'));
+        let params = [
+            ("query", super::one_line(promql)),
+            ("start", start.to_string()),
+            ("end", end.to_string()),
+            ("step", step.max(1).to_string()),
+        ];
+        parse_matrix(&self.get(call, "query_range", &params).await?)
+    }
+
+    /// `GET <address>/api/v1/<endpoint>?<params>` with the headers and
+    /// credentials of this Prometheus; the body of a response below 400.
+    async fn get(
+        &self,
+        call: &Call<'_>,
+        endpoint: &str,
+        params: &[(&str, String)],
+    ) -> Result<String, String> {
+        let url = format!("{}/api/v1/{endpoint}", self.address.trim_end_matches('/'));
         let mut url = reqwest::Url::parse(&url)
             .map_err(|e| format!("metrics server `{}`: {e}", self.address))?;
         url.query_pairs_mut()
-            .append_pair("query", &super::one_line(promql))
-            .append_pair("start", &start.to_string())
-            .append_pair("end", &end.to_string())
-            .append_pair("step", &step.max(1).to_string());
+            .extend_pairs(params.iter().map(|(k, v)| (k, v)));
         let mut req = super::client(call, self.insecure).get(url);
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
+        // Flagger sends an empty token or password as no credentials at all.
         match &self.auth {
             Auth::Bearer(t) if !t.is_empty() => req = req.bearer_auth(t),
             Auth::Basic(u, p) if !u.is_empty() && !p.is_empty() => req = req.basic_auth(u, Some(p)),
@@ -138,7 +133,7 @@ impl Prometheus {
         if status.as_u16() >= 400 {
             return Err(format!("error response: Status {status}: {}", body.trim()));
         }
-        parse_matrix(&body)
+        Ok(body)
     }
 }
 
