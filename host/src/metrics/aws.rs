@@ -13,6 +13,7 @@
 //!
 //! Temporary credentials are cached until [`REFRESH_BEFORE`] their expiry.
 use super::env::Env;
+use fledge_policy::calendar::{civil_from_days, days_from_civil};
 use ring::hmac;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -623,37 +624,6 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
     } else {
         UNIX_EPOCH - Duration::from_secs((-secs) as u64)
     })
-}
-
-// Days from/to 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
 }
 
 /// The text of the first `<tag>` element of a small XML document (the

@@ -1,5 +1,8 @@
-//! UTC calendar arithmetic on Unix seconds: civil dates and weekdays
-//! (H. Hinnant's days-from-civil), no time zones, no leap seconds.
+//! UTC calendar on Unix seconds: civil dates and weekdays (the arithmetic
+//! is `fledge_policy::calendar`), no time zones, no leap seconds.
+
+pub use fledge_policy::calendar::weekday;
+use fledge_policy::calendar::{civil_from_days, days_from_civil};
 
 pub const DAY: i64 = 86_400;
 /// Weekday names, Monday first.
@@ -68,11 +71,6 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
-/// The weekday of `days` after 1970-01-01, 0 = Monday (that day was a Thursday).
-pub fn weekday(days: i64) -> usize {
-    (days + 3).rem_euclid(7) as usize
-}
-
 /// `Sat 2026-12-05 10:12`.
 pub fn describe(now: i64) -> String {
     let days = now.div_euclid(DAY);
@@ -84,27 +82,4 @@ pub fn describe(now: i64) -> String {
         secs / 3600,
         secs / 60 % 60
     )
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }

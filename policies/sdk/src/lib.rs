@@ -43,6 +43,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod calendar;
 pub mod format;
 pub mod testing;
 
