@@ -5,8 +5,8 @@
 use anyhow::{bail, Context};
 use fledge::api::policy::{validate_policy, Maximums, Source};
 use fledge::api::yaml;
+use fledge::operator::policies::bind;
 use fledge::policy::{builtin_component, Policy, PolicyRuntime};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Parses `KEY=VALUE` for `--policy-config`.
@@ -72,15 +72,7 @@ pub fn load(
     let policy = runtime
         .load(component)
         .with_context(|| format!("{name}: cannot load the policy"))?;
-    if policy.needs_metric_query() && !valid.metric_query {
-        bail!(
-            "{name}: spec.capabilities: the policy asks for range queries of its own; \
-             grant it with spec.capabilities: [metric-query]"
-        );
-    }
-    let mut config: BTreeMap<String, String> = valid.config;
-    config.extend(extra.iter().cloned());
-    Ok(policy
-        .with_limits(valid.deadline, valid.memory)
-        .with_config(config))
+    let mut valid = valid;
+    valid.config.extend(extra.iter().cloned());
+    bind(policy, &valid).map_err(|e| anyhow::anyhow!("{name}: {e}"))
 }

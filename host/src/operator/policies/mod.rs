@@ -21,7 +21,7 @@ pub mod shadow;
 use super::resource::CanaryObject;
 use super::status::PolicyInForce;
 use crate::api::policy::{
-    validate_policy, Maximums, RolloutPolicyStatus, Source, METRIC_QUERY, POLICY_GROUP,
+    validate_policy, Maximums, RolloutPolicyStatus, ValidPolicy, METRIC_QUERY, POLICY_GROUP,
     POLICY_VERSION,
 };
 use crate::policy::{Policy, PolicyRuntime};
@@ -38,6 +38,22 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// `policy` as policy object `valid` runs it: its limits and config, and
+/// refused when the component asks for range queries of its own without
+/// the object granting `metric-query`.
+pub fn bind(policy: Policy, valid: &ValidPolicy) -> Result<Policy, String> {
+    if policy.needs_metric_query() && !valid.metric_query {
+        return Err(format!(
+            "the component imports {} (it asks for range queries of its own); \
+             grant it with spec.capabilities: [{METRIC_QUERY}]",
+            crate::policy::METRIC_QUERY
+        ));
+    }
+    Ok(policy
+        .with_limits(valid.deadline, valid.memory)
+        .with_config(valid.config.clone()))
+}
 
 /// The condition a policy object's status carries.
 pub const READY: &str = "Ready";
@@ -142,23 +158,34 @@ impl Policies {
     }
 
     pub fn exists(&self, key: &PolicyKey) -> bool {
-        self.find(key).is_some()
+        self.mode(key).is_some()
     }
 
     /// The `spec.mode` of policy object `key`, `None` when it does not
     /// exist. Read from the raw spec: an object whose spec does not validate
     /// counts as enforcing, so selecting it reports why it has no component.
     pub fn mode(&self, key: &PolicyKey) -> Option<Mode> {
-        let spec = match key.kind {
+        self.with_object(key, |_, spec, _| mode_of(spec))
+    }
+
+    /// `f` of the metadata, raw spec and raw status of policy object `key`,
+    /// read in place from the watch store.
+    fn with_object<R>(
+        &self,
+        key: &PolicyKey,
+        f: impl FnOnce(&ObjectMeta, &Value, Option<&Value>) -> R,
+    ) -> Option<R> {
+        match key.kind {
             PolicyKind::RolloutPolicy => {
                 let r = ObjectRef::new(&key.name).within(key.namespace.as_deref().unwrap_or(""));
-                self.namespaced.get(&r)?.spec.clone()
+                let o = self.namespaced.get(&r)?;
+                Some(f(&o.metadata, &o.spec, o.status.as_ref()))
             }
             PolicyKind::ClusterRolloutPolicy => {
-                self.cluster.get(&ObjectRef::new(&key.name))?.spec.clone()
+                let o = self.cluster.get(&ObjectRef::new(&key.name))?;
+                Some(f(&o.metadata, &o.spec, o.status.as_ref()))
             }
-        };
-        Some(mode_of(&spec))
+        }
     }
 
     /// The shadow-mode policies that judge beside the enforcing policy of a
@@ -188,23 +215,13 @@ impl Policies {
         out
     }
 
+    /// The object as a load needs it: its typed spec and status.
     fn find(&self, key: &PolicyKey) -> Option<Found> {
-        let (meta, spec, status) = match key.kind {
-            PolicyKind::RolloutPolicy => {
-                let r = ObjectRef::new(&key.name).within(key.namespace.as_deref().unwrap_or(""));
-                let o = self.namespaced.get(&r)?;
-                (o.metadata.clone(), o.typed_spec(), o.status.clone())
-            }
-            PolicyKind::ClusterRolloutPolicy => {
-                let o = self.cluster.get(&ObjectRef::new(&key.name))?;
-                (o.metadata.clone(), o.typed_spec(), o.status.clone())
-            }
-        };
-        Some(Found {
-            meta,
-            spec,
+        self.with_object(key, |meta, spec, status| Found {
+            meta: meta.clone(),
+            spec: objects::typed_spec(spec),
             status: status
-                .and_then(|s| serde_json::from_value(s).ok())
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
                 .unwrap_or_default(),
         })
     }
@@ -255,11 +272,17 @@ impl Policies {
             .clone();
         let _one_load = gate.lock().await;
         let mut state = self.state.lock().await;
-        let Some(found) = self.find(key) else {
+        // Only the identity first: every reconcile comes here, and parsing
+        // the spec is only needed when the object changed.
+        let identity = self.with_object(key, |meta, _, _| {
+            (
+                meta.uid.clone().unwrap_or_default(),
+                meta.generation.unwrap_or(0),
+            )
+        });
+        let Some((uid, generation)) = identity else {
             return state.loaded.remove(key).is_some();
         };
-        let uid = found.meta.uid.clone().unwrap_or_default();
-        let generation = found.meta.generation.unwrap_or(0);
         let previous = match state.loaded.get(key) {
             Some(l) if l.uid == uid => {
                 let retry = l.failed.is_some_and(|t| t.elapsed() >= RETRY_FAILED);
@@ -271,6 +294,9 @@ impl Policies {
             _ => None,
         };
         drop(state);
+        let Some(found) = self.find(key) else {
+            return false;
+        };
         let outcome = self.load(key, &found).await;
         let mut state = self.state.lock().await;
         let (in_force, failed, condition) = match outcome {
@@ -316,38 +342,6 @@ impl Policies {
             let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
             ("InvalidSpec", text.join("; "))
         })?;
-        let grant = |policy: Policy| {
-            if policy.needs_metric_query() && !valid.metric_query {
-                return Err((
-                    "CapabilityMissing",
-                    format!(
-                        "the component imports {} (it asks for range queries of its own); \
-                         grant it with spec.capabilities: [{METRIC_QUERY}]",
-                        crate::policy::METRIC_QUERY
-                    ),
-                ));
-            }
-            Ok(policy
-                .with_limits(valid.deadline, valid.memory)
-                .with_config(valid.config.clone()))
-        };
-        if let Source::Builtin(name) = &valid.source {
-            let bytes = crate::policy::builtin_component(name).ok_or((
-                "InvalidSpec",
-                format!("spec.builtin: `{name}` is not a built-in policy"),
-            ))?;
-            let policy = if bytes.as_ptr() == crate::policy::BUILTIN_COMPONENT.as_ptr() {
-                self.builtin.clone()
-            } else {
-                self.runtime.load(bytes).map_err(|e| {
-                    (
-                        "LoadFailed",
-                        format!("the built-in policy does not load: {e}"),
-                    )
-                })?
-            };
-            return grant(policy);
-        }
         let namespace = key.namespace.as_deref().unwrap_or(&self.home_namespace);
         let max_bytes = self.runtime.config().load.max_component_bytes;
         let bytes = fetch::fetch(
@@ -366,7 +360,7 @@ impl Policies {
             .map_err(|e| ("LoadFailed", format!("the compile task failed: {e}")))?;
         let policy =
             loaded.map_err(|e| ("LoadFailed", format!("the component does not load: {e}")))?;
-        grant(policy)
+        bind(policy, &valid).map_err(|e| ("CapabilityMissing", e))
     }
 
     /// Writes the object's status, and a Warning Event when it turns to (or
@@ -499,6 +493,7 @@ impl Policies {
     }
 
     /// Digests of the components held (loaded and compiled), sorted.
+    #[cfg(test)]
     pub async fn held(&self) -> Vec<String> {
         let mut v: Vec<String> = self.state.lock().await.digests.keys().cloned().collect();
         v.sort();

@@ -16,7 +16,7 @@ struct Spec {
     spec: RolloutPolicySpec,
 }
 
-fn typed_spec(spec: &Value) -> Result<RolloutPolicySpec, crate::api::Issue> {
+pub fn typed_spec(spec: &Value) -> Result<RolloutPolicySpec, crate::api::Issue> {
     crate::api::yaml::typed::<Spec>(&serde_json::json!({ "spec": spec })).map(|s| s.spec)
 }
 
