@@ -13,8 +13,8 @@
 //! prefix of its own, so the shell answers them all in one
 //! `Request::Series`; [`Shadowed::decide`] then hands each policy only the
 //! answers to its own queries, under the names it asked for.
-use crate::core::agree::agree;
-use crate::core::{messages, Judge, JudgeError};
+use crate::core::agree::{agree, effective};
+use crate::core::{Judge, JudgeError};
 use crate::operator::status::PolicyInForce;
 use fledge_policy::{Context, Decision, PolicyInput, RangeQuery, Series};
 use std::sync::Mutex;
@@ -197,25 +197,26 @@ impl Judge for Shadowed<'_> {
     }
 
     fn decide(&self, input: &PolicyInput, ctx: &Context) -> Result<Decision, JudgeError> {
+        // Without shadows the context is the enforcing policy's alone.
+        if self.shadows.is_empty() {
+            return self.enforcing.decide(input, ctx);
+        }
         let asked = std::mem::take(&mut *self.asked.lock().unwrap_or_else(|p| p.into_inner()));
         let shadows_ask: Vec<&String> = asked.iter().flatten().flatten().collect();
+        // Built field by field: `..ctx.clone()` would copy every series
+        // only to drop them.
         let enforcing_ctx = Context {
+            now: ctx.now,
+            config: ctx.config.clone(),
             series: ctx
                 .series
                 .iter()
                 .filter(|s| !shadows_ask.contains(&&s.name))
                 .cloned()
                 .collect(),
-            ..ctx.clone()
         };
         let decided = self.enforcing.decide(input, &enforcing_ctx);
-        if self.shadows.is_empty() {
-            return decided;
-        }
-        let enforced = match &decided {
-            Ok(d) => d.clone(),
-            Err(e) => Decision::failed_check(messages::policy_failed(&e.0)),
-        };
+        let enforced = effective(decided.as_ref().map_err(|e| e.0.as_str()));
         let mut verdicts = Vec::with_capacity(self.shadows.len());
         for (i, s) in self.shadows.iter().enumerate() {
             let started = Instant::now();
@@ -224,12 +225,13 @@ impl Judge for Shadowed<'_> {
                 names => {
                     let names = names.and_then(|n| n.as_ref().ok());
                     let shadow_ctx = Context {
+                        now: ctx.now,
+                        config: ctx.config.clone(),
                         series: own_series(
                             &ctx.series,
                             names.map(Vec::as_slice).unwrap_or_default(),
                             &prefix(i),
                         ),
-                        ..ctx.clone()
                     };
                     s.judge.decide(input, &shadow_ctx).map_err(|e| e.0)
                 }
