@@ -190,8 +190,6 @@ pub fn timestamp(now: i64) -> String {
 pub struct Journal {
     max_bytes: usize,
     outputs: Vec<Output>,
-    /// Records dropped whole (see [`Record::to_line`]).
-    dropped: std::sync::atomic::AtomicU64,
 }
 
 struct Output {
@@ -213,12 +211,7 @@ impl Journal {
         Ok(Journal {
             max_bytes,
             outputs: Vec::new(),
-            dropped: Default::default(),
         })
-    }
-
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
     }
 
     /// Also writes every line to `sink`, named `name` in errors.
@@ -240,14 +233,8 @@ impl Journal {
         Ok(self.writing_to(&path.display().to_string(), Box::new(file)))
     }
 
-    /// Records dropped because even without input they were over the bound.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
     pub fn write(&self, record: &Record) {
         let Some(line) = record.to_line(self.max_bytes) else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 canary = %record.canary,
                 max_bytes = self.max_bytes,
