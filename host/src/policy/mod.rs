@@ -316,7 +316,6 @@ impl PolicyRuntime {
         self.load(BUILTIN_COMPONENT)
     }
 
-    /// Compiles (once per digest) and links a policy component.
     /// Drops compiled components whose digest `keep` refuses; policies
     /// already loaded from them keep working.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
@@ -341,6 +340,7 @@ impl PolicyRuntime {
         v
     }
 
+    /// Compiles (once per digest) and links a policy component.
     pub fn load(&self, bytes: &[u8]) -> Result<Policy, PolicyError> {
         let digest = digest(bytes);
         let cached = self
@@ -466,6 +466,7 @@ pub struct Policy {
     inner: Arc<PolicyInner>,
 }
 
+#[derive(Clone)]
 struct PolicyInner {
     digest: String,
     linked: Linked,
@@ -503,30 +504,23 @@ impl Policy {
         let memory_limit = memory
             .and_then(|m| usize::try_from(m).ok())
             .map(|m| m.min(shared.memory_limit));
-        Policy {
-            inner: Arc::new(PolicyInner {
-                digest: self.inner.digest.clone(),
-                linked: self.inner.linked.clone(),
-                shared: Arc::clone(shared),
-                deadline,
-                memory_limit,
-                config: Arc::clone(&self.inner.config),
-            }),
-        }
+        self.derive(|inner| {
+            inner.deadline = deadline;
+            inner.memory_limit = memory_limit;
+        })
     }
 
     /// This policy reading `config` through the `config` import.
     pub fn with_config(&self, config: BTreeMap<String, String>) -> Policy {
-        let inner = &self.inner;
+        self.derive(|inner| inner.config = Arc::new(config))
+    }
+
+    /// A copy of this policy (same compiled component) with `change` made.
+    fn derive(&self, change: impl FnOnce(&mut PolicyInner)) -> Policy {
+        let mut inner = (*self.inner).clone();
+        change(&mut inner);
         Policy {
-            inner: Arc::new(PolicyInner {
-                digest: inner.digest.clone(),
-                linked: inner.linked.clone(),
-                shared: Arc::clone(&inner.shared),
-                deadline: inner.deadline,
-                memory_limit: inner.memory_limit,
-                config: Arc::new(config),
-            }),
+            inner: Arc::new(inner),
         }
     }
 
@@ -554,14 +548,19 @@ impl Policy {
             return Ok(Vec::new());
         };
         let wit_input = bindings::input_to_wit(input);
-        let queries = self.call(input, ctx, |store, instance| {
-            let func = instance
-                .get_typed_func::<(&bindings::WitInput,), (Vec<bindings::WitRangeQuery>,)>(
-                    &mut *store,
-                    index,
-                )?;
-            Ok(func.call(&mut *store, (&wit_input,))?.0)
-        })?;
+        let queries = self.call_with(
+            input,
+            ctx,
+            |store, instance| {
+                let func = instance
+                    .get_typed_func::<(&bindings::WitInput,), (Vec<bindings::WitRangeQuery>,)>(
+                        &mut *store,
+                        index,
+                    )?;
+                Ok(func.call(&mut *store, (&wit_input,))?.0)
+            },
+            |_| {},
+        )?;
         let queries: Vec<RangeQuery> = queries
             .into_iter()
             .map(bindings::range_query_from_wit)
@@ -637,19 +636,6 @@ impl Policy {
             after,
         )?;
         Ok(bindings::decision_from_wit(decision))
-    }
-
-    /// One call of an export in a fresh instance.
-    fn call<R>(
-        &self,
-        input: &PolicyInput,
-        ctx: &Context,
-        export: impl FnOnce(
-            &mut Store<PolicyState>,
-            &wasmtime::component::Instance,
-        ) -> wasmtime::Result<R>,
-    ) -> Result<R, PolicyError> {
-        self.call_with(input, ctx, export, |_| {})
     }
 
     /// One call of an export in a fresh instance, bounded in time (or fuel)
