@@ -672,6 +672,7 @@ fn a_simulated_journal_replays_the_same_with_the_builtin_and_differs_with_strict
         .output()
         .expect("fledge runs");
     assert_eq!(tested.status.code(), Some(2), "{}", stderr(&tested));
+    assert_eq!(simulated.status.code(), tested.status.code());
     assert_eq!(stdout(&tested), stdout(&simulated));
     let halts = stdout(&tested)
         .matches("Halt podinfo.test advancement")

@@ -391,11 +391,12 @@ fn check_loadtester(image: &Image) -> Result<()> {
             "the load tester image has no /{tool}"
         );
     }
-    if !is_root() {
-        // busybox and curl run only chrooted (curl's libraries live at absolute paths).
-        eprintln!("not root: the load tester's shell commands are not run");
-        return Ok(());
-    }
+    // busybox and curl run only chrooted (curl's libraries live at absolute
+    // paths): without root the shell checks cannot run, and that is a failure.
+    ensure!(
+        is_root(),
+        "the load tester's shell commands run chrooted, which needs root"
+    );
     // A container runtime gives the container /dev; the shells' stdin is /dev/null.
     std::fs::create_dir_all(root.join("dev"))?;
     let dev_null = root.join("dev/null");
@@ -537,10 +538,16 @@ fn the_images_hold_a_runnable_fledge_and_the_loadtester_a_shell() -> Result<()> 
         binary.display()
     );
     // The load tester image is the fledge image plus a layer.
-    let layers = |i: &Image| i.config["rootfs"]["diff_ids"].clone();
+    let layers = |i: &Image| {
+        i.config["rootfs"]["diff_ids"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (base, tester) = (layers(&fledge), layers(&loadtester));
     ensure!(
-        layers(&loadtester)[0] == layers(&fledge)[0],
-        "the load tester does not share the fledge layer"
+        !base.is_empty() && tester.len() == base.len() + 1 && tester[..base.len()] == base[..],
+        "the load tester is not the fledge image plus one layer: {base:?} / {tester:?}"
     );
     check_fledge(&fledge)?;
     check_loadtester(&loadtester)?;

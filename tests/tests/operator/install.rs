@@ -6,8 +6,9 @@
 //! for verbs Fledge does not use shows it grants no more. The rendered Deployment itself only
 //! gets kwok's pretend pods.
 //!
-//! Cluster-scoped objects (ClusterRoles, ClusterRolloutPolicies) carry the namespace in their
-//! names (chart release name, kustomize nameSuffix), so the installs do not collide.
+//! ClusterRoles carry the namespace in their names (chart release name, kustomize nameSuffix), so
+//! the installs do not collide; the chart's shipped ClusterRolloutPolicies keep their names (each
+//! install applies the same objects), kustomize's get the suffix.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -597,10 +598,11 @@ async fn loadtester_chart_takes_the_guides_values() -> Result<()> {
     );
     let deployment = of("Deployment").context("no Deployment")?;
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
-    for (k, v) in node["spec"]["podSelector"]["matchLabels"]
+    let selector = node["spec"]["podSelector"]["matchLabels"]
         .as_object()
-        .context("podSelector")?
-    {
+        .context("podSelector")?;
+    ensure!(!selector.is_empty(), "the VirtualNode selects every pod");
+    for (k, v) in selector {
         assert_eq!(
             &labels[k], v,
             "the VirtualNode selects the load tester's pods"

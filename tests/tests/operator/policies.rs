@@ -246,6 +246,14 @@ async fn flagger_then_swapped(cluster: &'static Cluster, bad: &[u8]) -> Result<(
     .await?;
     let swapped = wait_ready(&client, ns, "default", "True", "Loaded").await?;
     assert_eq!(swapped["digest"], format!("sha256:{bad_sha}"));
+    // Still mid-analysis when the new component came into force, or the
+    // check below would hold whatever the operator does.
+    let during = canary_status(&client, ns).await?;
+    ensure!(
+        !matches!(during["phase"].as_str(), Some("Succeeded" | "Failed")),
+        "the analysis ended before the swap took effect: {during}"
+    );
+    assert_eq!(policy_of(&during).2, builtin, "swapped mid-analysis");
     let done = wait_phase(&client, ns, "Succeeded", Duration::from_secs(60))
         .await
         .with_context(|| format!("operator log:\n{}", operator.logs()))?;

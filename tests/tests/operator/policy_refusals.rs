@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::policies::{
     fixture, policies_api, policy_of, policy_warnings, rollout_policy, sha256, wait_ready,
 };
-use super::{bootstrap_target, canary_status, install_fledge_crds};
+use super::{bootstrap_target, canary_status, install_fledge_crds, set_image, wait_phase};
 use crate::{apply, ssa, wait_for, world};
 
 /// Serves `files` (path → body) over HTTP/1.1 on 127.0.0.1 until the test ends.
@@ -140,7 +140,9 @@ async fn refusals(cluster: &'static Cluster) -> Result<()> {
         )
         .await?;
     }
-    // The Canary is still judged by the component loaded first.
+    // An analysis started now is judged by the component loaded first.
+    set_image(&client, ns, "ghcr.io/stefanprodan/podinfo:6.0.1").await?;
+    wait_phase(&client, ns, "Progressing", Duration::from_secs(60)).await?;
     let status = canary_status(&client, ns).await?;
     let (kind, name, in_force) = policy_of(&status);
     ensure!(

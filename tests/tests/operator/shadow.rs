@@ -269,13 +269,27 @@ async fn shadows_change_nothing(cluster: &'static Cluster) -> Result<()> {
             && message.contains("spec.mode to enforce"),
         "{message}"
     );
-    let warned = wait_for("the InvalidSpec Event", Duration::from_secs(10), || async {
-        Ok(events(&client, ns, "podinfo-named")
-            .await?
-            .into_iter()
-            .map(|(_, n)| n)
-            .find(|n| n.contains("spec.policy: RolloutPolicy `clock` is in shadow mode")))
-    })
+    let warned = wait_for(
+        "the InvalidSpec Warning",
+        Duration::from_secs(10),
+        || async {
+            let api: Api<Event> = Api::namespaced(client.clone(), ns);
+            Ok(api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.reason.as_deref() == Some("InvalidSpec")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                            == Some("podinfo-named")
+                        && e.note.as_deref().is_some_and(|n| {
+                            n.contains("spec.policy: RolloutPolicy `clock` is in shadow mode")
+                        })
+                }))
+        },
+    )
     .await;
     warned?;
     Ok(())
