@@ -193,16 +193,21 @@ impl Policies {
     /// in force (loaded first if its object changed). One with no component
     /// in force is left out: its Ready condition says why.
     pub async fn shadows(&self, namespace: &str) -> Vec<Chosen> {
+        // Every reconcile asks: keys only for the few objects in shadow mode.
         let mut objects: Vec<(PolicyKey, Mode)> = Vec::new();
         for o in self.namespaced.state() {
-            if o.metadata.namespace.as_deref() == Some(namespace) {
+            if o.metadata.namespace.as_deref() == Some(namespace)
+                && mode_of(&o.spec) == Mode::Shadow
+            {
                 let name = o.metadata.name.as_deref().unwrap_or("");
-                objects.push((PolicyKey::namespaced(namespace, name), mode_of(&o.spec)));
+                objects.push((PolicyKey::namespaced(namespace, name), Mode::Shadow));
             }
         }
         for o in self.cluster.state() {
-            let name = o.metadata.name.as_deref().unwrap_or("");
-            objects.push((PolicyKey::cluster(name), mode_of(&o.spec)));
+            if mode_of(&o.spec) == Mode::Shadow {
+                let name = o.metadata.name.as_deref().unwrap_or("");
+                objects.push((PolicyKey::cluster(name), Mode::Shadow));
+            }
         }
         let keys = select::shadows(namespace, objects.iter().map(|(k, m)| (k, *m)));
         let mut out = Vec::with_capacity(keys.len());
