@@ -1,4 +1,5 @@
-//! Metric checks: the builtin App Mesh queries over the Envoy series and
+//! Metric checks: the builtin queries (App Mesh: the Envoy series;
+//! gatewayapi:v1: the application's HTTP histogram) and
 //! inline queries (sent to the Prometheus of `spec.metricsServer`), and
 //! MetricTemplates of every provider type ([`crate::metrics`]), rendered with
 //! Flagger's template variables.
@@ -41,6 +42,53 @@ pub fn duration_query(namespace: &str, target: &str, interval: &str) -> String {
          kubernetes_namespace=\"{namespace}\", \
          kubernetes_pod_name=~\"{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\" }}[{interval}])) by (le))"
     )
+}
+
+/// Flagger's builtin `request-success-rate` for `gatewayapi:v1` (its HTTP
+/// observer): the application's own `http_request_duration_seconds_count`,
+/// percent of non-5xx.
+pub fn http_success_rate_query(namespace: &str, target: &str, interval: &str) -> String {
+    format!(
+        "sum(rate(http_request_duration_seconds_count{{ kubernetes_namespace=\"{namespace}\", \
+         kubernetes_pod_name=~\"{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\", \
+         status!~\"5.*\" }}[{interval}])) / \
+         sum(rate(http_request_duration_seconds_count{{ kubernetes_namespace=\"{namespace}\", \
+         kubernetes_pod_name=~\"{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\" }}[{interval}])) * 100"
+    )
+}
+
+/// Flagger's builtin `request-duration` for `gatewayapi:v1`: P99 of the
+/// application's `http_request_duration_seconds_bucket`, in seconds
+/// ([`builtin_value`] makes it milliseconds).
+pub fn http_duration_query(namespace: &str, target: &str, interval: &str) -> String {
+    format!(
+        "histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{{ \
+         kubernetes_namespace=\"{namespace}\", \
+         kubernetes_pod_name=~\"{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\" }}[{interval}])) by (le))"
+    )
+}
+
+/// The builtin query of `metric` (`request-success-rate` or
+/// `request-duration`) for `provider`: the application's HTTP histogram under
+/// gatewayapi:v1, the Envoy sidecars' statistics under App Mesh.
+pub fn builtin_query(provider: &str, metric: &str, namespace: &str, target: &str, interval: &str) -> String {
+    let gateway = provider == crate::operator::router::gateway_api::PROVIDER;
+    match (gateway, metric == "request-success-rate") {
+        (true, true) => http_success_rate_query(namespace, target, interval),
+        (true, false) => http_duration_query(namespace, target, interval),
+        (false, true) => success_rate_query(namespace, target, interval),
+        (false, false) => duration_query(namespace, target, interval),
+    }
+}
+
+/// A builtin query's answer in the metric's unit: the HTTP histogram counts
+/// seconds, which Flagger truncates to whole milliseconds.
+pub fn builtin_value(provider: &str, metric: &str, v: f64) -> f64 {
+    if provider == crate::operator::router::gateway_api::PROVIDER && metric == "request-duration" {
+        (v * 1000.0).trunc()
+    } else {
+        v
+    }
 }
 
 /// Renders a Flagger query template: `{{ name }}`, `{{ namespace }}`,
@@ -167,11 +215,15 @@ impl Checker<'_> {
         let interval = range(m.interval);
         let server = Prometheus::at(self.default_server);
         let (provider, q): (&dyn Provider, String) = match &m.source {
-            MetricSource::Builtin if m.name == "request-success-rate" => (
-                &server,
-                success_rate_query(&r.namespace, &r.target, &interval),
-            ),
-            MetricSource::Builtin => (&server, duration_query(&r.namespace, &r.target, &interval)),
+            MetricSource::Builtin => {
+                let q = builtin_query(&r.provider, &m.name, &r.namespace, &r.target, &interval);
+                return match self.ask(&server, &q).await {
+                    QueryOutcome::Value(v) => {
+                        QueryOutcome::Value(builtin_value(&r.provider, &m.name, v))
+                    }
+                    other => other,
+                };
+            }
             MetricSource::Query(q) => match render(q, r, m, &interval) {
                 Ok(q) => (&server, q),
                 Err(e) => return QueryOutcome::Failed(format!("query render error: {e}")),
@@ -297,6 +349,57 @@ mod tests {
             .unwrap_err()
             .contains("not defined"));
         assert!(render("{{ namespace", &r, &m, "1m").is_err());
+    }
+
+    #[tokio::test]
+    async fn gatewayapi_builtins_query_the_applications_http_histogram() {
+        let canary: api::Canary = api::yaml::from_str(include_str!(
+            "../../../examples/podinfo/canary-gatewayapi.yaml"
+        ))
+        .unwrap();
+        let r = api::validate(&canary).unwrap().rollout;
+        let vector = |v: &str| {
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{v}"]}}]}}}}"#)
+        };
+        let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        let prom = testserver::serve(vec![
+            testserver::json(200, &vector("99.5")),
+            testserver::json(200, &vector("0.2504")),
+            testserver::json(200, empty),
+        ]);
+        let http = testserver::clients();
+        let telemetry = Telemetry::new("test", "gatewayapi:v1");
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let url = prom.url.clone();
+        let checker = Checker {
+            client: &client,
+            http: &http,
+            default_server: &url,
+            telemetry: &telemetry,
+        };
+        let results = checker.check_all(&r).await;
+        // No series: Flagger's words, naming the provider; nothing else is asked.
+        let again = checker.check_all(&r).await;
+        assert_eq!(results[0].value, fledge_policy::MetricValue::Value(99.5));
+        // Seconds, truncated to whole milliseconds as Flagger does.
+        assert_eq!(results[1].value, fledge_policy::MetricValue::Value(250.0));
+        let fledge_policy::MetricValue::Error(e) = &again[0].value else {
+            panic!("{:?}", again[0].value)
+        };
+        assert!(
+            e.starts_with("Halt advancement no values found for gatewayapi:v1 metric request-success-rate probably podinfo.test is not receiving traffic"),
+            "{e}"
+        );
+        let asked: Vec<String> = prom
+            .requests()
+            .iter()
+            .filter_map(|q| q.query().into_iter().find(|(k, _)| k == "query").map(|(_, v)| v))
+            .collect();
+        assert_eq!(asked[0], http_success_rate_query("test", "podinfo", "1m"));
+        assert!(asked[0].contains("http_request_duration_seconds_count{ kubernetes_namespace=\"test\", kubernetes_pod_name=~\"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\", status!~\"5.*\" }[1m]"), "{}", asked[0]);
+        assert_eq!(asked[1], http_duration_query("test", "podinfo", "30s"));
+        assert!(asked[1].contains("http_request_duration_seconds_bucket{"), "{}", asked[1]);
+        assert_eq!(asked.len(), 3);
     }
 
     /// A Kubernetes API server (one reply per request, in order) and a
