@@ -1,6 +1,7 @@
 //! The simulator: the core state machine driven against an in-memory cluster,
 //! a virtual clock and a scripted world. The same core and the same policies
 //! as the operator; only the shell differs.
+pub mod gateway;
 pub mod load;
 pub mod output;
 pub mod plot;
@@ -90,12 +91,13 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(inputs: &Inputs, scenario: Scenario) -> Sim {
-        let world = World::new(
+        let mut world = World::new(
             inputs.target.clone(),
             inputs.hpa_min_replicas,
             inputs.configs.clone(),
             scenario.clone(),
         );
+        world.gateway = gateway::HttpRouteModel::for_canary(&inputs.canary, &inputs.rollout);
         Sim {
             rollout: inputs.rollout.clone(),
             world,

@@ -700,4 +700,5 @@ fn many_canaries_run_at_once() {
 
 mod builtins;
 mod fidelity;
+mod gateway;
 mod properties;

@@ -105,6 +105,8 @@ pub struct World {
     pub routes: RoutePlan,
     pub speed: RolloutSpeed,
     pub calls: Calls,
+    /// The HTTPRoute of a gatewayapi:v1 Canary, which holds the live weights.
+    pub gateway: Option<super::gateway::HttpRouteModel>,
     scenario: Scenario,
 }
 
@@ -123,6 +125,7 @@ impl World {
             routes: RoutePlan::weighted(0),
             speed: scenario.rollout,
             calls: Calls::default(),
+            gateway: None,
             scenario,
         }
     }
@@ -193,9 +196,12 @@ impl World {
             revision: revision::revision(&self.target.template, &self.configs),
             canary_ready,
             primary_ready,
-            routes: Routes {
-                primary: self.routes.primary_weight,
-                canary: self.routes.canary_weight,
+            routes: match &self.gateway {
+                Some(g) => g.routes(r).unwrap_or_default(),
+                None => Routes {
+                    primary: self.routes.primary_weight,
+                    canary: self.routes.canary_weight,
+                },
             },
             webhooks: BTreeMap::new(),
             metrics: None,
@@ -298,6 +304,9 @@ impl World {
     pub fn execute(&mut self, r: &Rollout, action: &Action, now: i64) {
         match action {
             Action::EnsureObjects => {
+                if let Some(g) = &mut self.gateway {
+                    g.ensure(r);
+                }
                 if self.primary.is_none() {
                     let replicas = self.hpa_min_replicas.unwrap_or(self.target.replicas).max(1);
                     let mut primary = SimDeployment::new(
@@ -310,7 +319,12 @@ impl World {
                     self.primary = Some(primary);
                 }
             }
-            Action::SetRoutes(plan) => self.routes = plan.clone(),
+            Action::SetRoutes(plan) => {
+                if let Some(g) = &mut self.gateway {
+                    g.set(r, plan);
+                }
+                self.routes = plan.clone();
+            }
             Action::ScaleCanaryUp => {
                 // With an HPA, one replica: the autoscaler takes it from there.
                 let replicas = match self.hpa_min_replicas {
