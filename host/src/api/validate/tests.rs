@@ -246,3 +246,95 @@ fn numbers_outside_their_ranges_name_the_range() {
         assert!(errs.iter().any(|e| e.starts_with(expected)), "{expected}: {errs:#?}");
     }
 }
+
+const GATEWAY: &str = include_str!("../../../../examples/podinfo/canary-gatewayapi.yaml");
+
+#[test]
+fn gatewayapi_v1_is_accepted_and_needs_gateway_refs() {
+    let v = validate(&canary(GATEWAY)).expect("valid");
+    assert_eq!(v.rollout.provider, "gatewayapi:v1");
+    assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    let without = GATEWAY.replace(
+        "    gatewayRefs:\n      - name: gateway\n        namespace: gateway-system\n",
+        "",
+    );
+    let e = errors(&without);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("spec.service.gatewayRefs: missing")
+            && e[0].contains("gatewayRefs: [{name: gateway, namespace: gateway-system}]"),
+        "{e:?}"
+    );
+    let nameless = GATEWAY.replace("      - name: gateway\n", "      - name: \"\"\n");
+    assert!(errors(&nameless)
+        .iter()
+        .any(|e| e.starts_with("spec.service.gatewayRefs[0].name: missing")));
+}
+
+#[test]
+fn gatewayapi_v1beta1_and_bare_gatewayapi_say_to_write_v1() {
+    for p in ["gatewayapi:v1beta1", "gatewayapi"] {
+        let e = errors(&GATEWAY.replace("provider: gatewayapi:v1", &format!("provider: {p}")));
+        assert!(
+            e.iter().any(|e| e.starts_with(&format!("spec.provider: `{p}` is not supported"))
+                && e.contains("write provider: gatewayapi:v1")),
+            "{p}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn app_mesh_settings_under_gatewayapi_are_ignored_with_a_warning() {
+    let text = GATEWAY
+        .replace(
+            "  name: podinfo\n  namespace: test\n",
+            "  name: podinfo\n  namespace: test\n  annotations:\n    appmesh.flagger.app/accesslog: enabled\n",
+        )
+        .replace(
+            "    timeout: 15s\n",
+            "    timeout: 15s\n    meshName: global\n    backends: [backend.test]\n    retries: {attempts: 3}\n",
+        );
+    let v = validate(&canary(&text)).expect("valid");
+    let fields: Vec<&str> = v.warnings.iter().map(|w| w.field.as_str()).collect();
+    for f in [
+        "spec.service.meshName",
+        "spec.service.backends",
+        "spec.service.retries",
+        "metadata.annotations.appmesh.flagger.app/accesslog",
+    ] {
+        assert!(fields.contains(&f), "{f} not in {fields:?}");
+    }
+    assert!(v
+        .warnings
+        .iter()
+        .all(|w| w.fix.contains("ignored") && !w.problem.contains("App Mesh router")));
+    // hosts and gatewayRefs are used, so not warned about.
+    assert!(!fields.iter().any(|f| f.contains("hosts") || f.contains("gatewayRefs")));
+}
+
+#[test]
+fn gatewayapi_refuses_conditions_an_http_route_would_drop() {
+    let ab = GATEWAY.replace("    stepWeight: 5\n", "").replace(
+        "    interval: 1m\n    threshold: 5\n",
+        "    interval: 1m\n    threshold: 5\n    iterations: 10\n    match:\n      - headers:\n          x-canary:\n            suffix: \"-beta\"\n        queryParams:\n          canary:\n            exact: \"1\"\n",
+    );
+    let e = errors(&ab);
+    assert!(
+        e.iter().any(|e| e.starts_with("spec.analysis.match[0].queryParams: ")
+            && e.contains("headers only")),
+        "{e:?}"
+    );
+    // The suffix header itself is expressible (as a regex).
+    assert!(!e.iter().any(|e| e.contains("headers.x-canary")), "{e:?}");
+    let authority = GATEWAY.replace(
+        "      - uri:\n          prefix: /\n",
+        "      - uri:\n          prefix: /\n        authority:\n          exact: podinfo.example.com\n",
+    );
+    let e = errors(&authority);
+    assert!(
+        e.iter().any(|e| e.starts_with("spec.service.match[0].authority: ")),
+        "{e:?}"
+    );
+    // The same conditions are accepted (ignored) under App Mesh.
+    assert!(errors(&ab.replace("provider: gatewayapi:v1", "provider: appmesh:v1beta2")).is_empty());
+}
