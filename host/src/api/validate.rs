@@ -230,14 +230,14 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
                 gateway::ignored_service_fields(svc)
             } else {
                 vec![
-                ("hosts", svc.hosts.is_some()),
-                ("gateways", svc.gateways.is_some()),
-                ("gatewayRefs", svc.gateway_refs.is_some()),
-                ("delegation", svc.delegation.is_some()),
-                ("corsPolicy", svc.cors_policy.is_some()),
-                ("trafficPolicy", svc.traffic_policy.is_some()),
-                ("headers", svc.headers.is_some()),
-                ("rewrite", svc.rewrite.is_some()),
+                    ("hosts", svc.hosts.is_some()),
+                    ("gateways", svc.gateways.is_some()),
+                    ("gatewayRefs", svc.gateway_refs.is_some()),
+                    ("delegation", svc.delegation.is_some()),
+                    ("corsPolicy", svc.cors_policy.is_some()),
+                    ("trafficPolicy", svc.traffic_policy.is_some()),
+                    ("headers", svc.headers.is_some()),
+                    ("rewrite", svc.rewrite.is_some()),
                 ]
             };
             let with = if gateway { "gatewayapi:v1" } else { "App Mesh" };
@@ -277,9 +277,16 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
     if gateway {
         // The A/B conditions the HTTPRoute cannot carry are errors (above);
         // the other notes speak of the router in use.
-        warnings.retain(|w| !(w.field.starts_with("spec.analysis.match[") && w.problem.contains("App Mesh")));
-        for w in warnings.iter_mut().filter(|w| w.field.starts_with("spec.analysis")) {
-            w.problem = w.problem.replace("App Mesh", "Fledge's gatewayapi:v1 router");
+        warnings.retain(|w| {
+            !(w.field.starts_with("spec.analysis.match[") && w.problem.contains("App Mesh"))
+        });
+        for w in warnings
+            .iter_mut()
+            .filter(|w| w.field.starts_with("spec.analysis"))
+        {
+            w.problem = w
+                .problem
+                .replace("App Mesh", "Fledge's gatewayapi:v1 router");
         }
     }
     let strategy = analysis.strategy();

@@ -71,7 +71,13 @@ pub fn http_duration_query(namespace: &str, target: &str, interval: &str) -> Str
 /// The builtin query of `metric` (`request-success-rate` or
 /// `request-duration`) for `provider`: the application's HTTP histogram under
 /// gatewayapi:v1, the Envoy sidecars' statistics under App Mesh.
-pub fn builtin_query(provider: &str, metric: &str, namespace: &str, target: &str, interval: &str) -> String {
+pub fn builtin_query(
+    provider: &str,
+    metric: &str,
+    namespace: &str,
+    target: &str,
+    interval: &str,
+) -> String {
     let gateway = provider == crate::operator::router::gateway_api::PROVIDER;
     match (gateway, metric == "request-success-rate") {
         (true, true) => http_success_rate_query(namespace, target, interval),
@@ -359,7 +365,9 @@ mod tests {
         .unwrap();
         let r = api::validate(&canary).unwrap().rollout;
         let vector = |v: &str| {
-            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{v}"]}}]}}}}"#)
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{v}"]}}]}}}}"#
+            )
         };
         let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
         let prom = testserver::serve(vec![
@@ -369,7 +377,8 @@ mod tests {
         ]);
         let http = testserver::clients();
         let telemetry = Telemetry::new("test", "gatewayapi:v1");
-        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
         let url = prom.url.clone();
         let checker = Checker {
             client: &client,
@@ -393,12 +402,21 @@ mod tests {
         let asked: Vec<String> = prom
             .requests()
             .iter()
-            .filter_map(|q| q.query().into_iter().find(|(k, _)| k == "query").map(|(_, v)| v))
+            .filter_map(|q| {
+                q.query()
+                    .into_iter()
+                    .find(|(k, _)| k == "query")
+                    .map(|(_, v)| v)
+            })
             .collect();
         assert_eq!(asked[0], http_success_rate_query("test", "podinfo", "1m"));
         assert!(asked[0].contains("http_request_duration_seconds_count{ kubernetes_namespace=\"test\", kubernetes_pod_name=~\"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\", status!~\"5.*\" }[1m]"), "{}", asked[0]);
         assert_eq!(asked[1], http_duration_query("test", "podinfo", "30s"));
-        assert!(asked[1].contains("http_request_duration_seconds_bucket{"), "{}", asked[1]);
+        assert!(
+            asked[1].contains("http_request_duration_seconds_bucket{"),
+            "{}",
+            asked[1]
+        );
         assert_eq!(asked.len(), 3);
     }
 

@@ -169,7 +169,10 @@ pub fn kind_name(ar: &kube::api::ApiResource) -> String {
 }
 
 /// Which of `kinds` the API server serves now.
-async fn served(client: &Client, kinds: &[kube::api::ApiResource]) -> (Vec<kube::api::ApiResource>, Vec<String>) {
+async fn served(
+    client: &Client,
+    kinds: &[kube::api::ApiResource],
+) -> (Vec<kube::api::ApiResource>, Vec<String>) {
     let mut yes = Vec::new();
     let mut no = Vec::new();
     for ar in kinds {
@@ -185,7 +188,12 @@ async fn served(client: &Client, kinds: &[kube::api::ApiResource]) -> (Vec<kube:
 
 /// Waits until every kind of `router` (the `--mesh-provider` router) is
 /// served; says what is missing.
-async fn await_mesh_kinds(client: &Client, router: &dyn router::Router, provider: &str, health: &Health) {
+async fn await_mesh_kinds(
+    client: &Client,
+    router: &dyn router::Router,
+    provider: &str,
+    health: &Health,
+) {
     let mut said = false;
     loop {
         let (_, missing) = served(client, &router.kinds()).await;
@@ -235,13 +243,14 @@ pub async fn run(config: Config) -> Result<()> {
         Box::new(router::appmesh::AppMesh::new(client.clone())),
         Box::new(router::gateway_api::GatewayApi::new(client.clone())),
     ];
-    let default_router = router::for_provider(&routers, &config.mesh_provider).with_context(|| {
-        format!(
-            "--mesh-provider {}: no such router; use appmesh:v1beta2 or {}",
-            config.mesh_provider,
-            router::gateway_api::PROVIDER
-        )
-    })?;
+    let default_router =
+        router::for_provider(&routers, &config.mesh_provider).with_context(|| {
+            format!(
+                "--mesh-provider {}: no such router; use appmesh:v1beta2 or {}",
+                config.mesh_provider,
+                router::gateway_api::PROVIDER
+            )
+        })?;
 
     // True once SIGTERM/SIGINT arrives (or the Lease is lost, below).
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -272,7 +281,10 @@ pub async fn run(config: Config) -> Result<()> {
     let all: Vec<_> = routers.iter().flat_map(|r| r.kinds()).collect();
     let (kinds, missing) = served(&client, &all).await;
     if !missing.is_empty() {
-        tracing::warn!("not watching {} (CRDs not installed); Canaries of their providers wait for them", missing.join(", "));
+        tracing::warn!(
+            "not watching {} (CRDs not installed); Canaries of their providers wait for them",
+            missing.join(", ")
+        );
     }
     let (cache, writers) = cache::Cache::new(&kinds);
     let cache = Arc::new(cache);

@@ -94,7 +94,16 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         return finalize(&obj, &ctx, &api, &rollout, router).await;
     }
     if let Some(issue) = unserved(&ctx, router, &rollout.provider).await {
-        return refuse(&obj, &ctx, &api, &status, vec![issue], now, "CRDNotInstalled").await;
+        return refuse(
+            &obj,
+            &ctx,
+            &api,
+            &status,
+            vec![issue],
+            now,
+            "CRDNotInstalled",
+        )
+        .await;
     }
     // The policy in force now; an analysis in flight may keep its own (below).
     let selected = match policies::select::select(obj.namespace(), spec.policy.as_ref(), |k| {
@@ -740,8 +749,13 @@ async fn unserved(ctx: &Context, router: &dyn router::Router, provider: &str) ->
             continue;
         }
         let gvk = kube::api::GroupVersionKind::gvk(&ar.group, &ar.version, &ar.kind);
-        if kube::discovery::pinned_kind(&ctx.client, &gvk).await.is_ok() {
-            tracing::info!("{name} is served now; Fledge reads it without a watch until it restarts");
+        if kube::discovery::pinned_kind(&ctx.client, &gvk)
+            .await
+            .is_ok()
+        {
+            tracing::info!(
+                "{name} is served now; Fledge reads it without a watch until it restarts"
+            );
             unserved.remove(&name);
         } else {
             missing.push(name);

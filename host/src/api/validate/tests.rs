@@ -276,8 +276,10 @@ fn gatewayapi_v1beta1_and_bare_gatewayapi_say_to_write_v1() {
     for p in ["gatewayapi:v1beta1", "gatewayapi"] {
         let e = errors(&GATEWAY.replace("provider: gatewayapi:v1", &format!("provider: {p}")));
         assert!(
-            e.iter().any(|e| e.starts_with(&format!("spec.provider: `{p}` is not supported"))
-                && e.contains("write provider: gatewayapi:v1")),
+            e.iter().any(
+                |e| e.starts_with(&format!("spec.provider: `{p}` is not supported"))
+                    && e.contains("write provider: gatewayapi:v1")
+            ),
             "{p}: {e:?}"
         );
     }
@@ -309,7 +311,9 @@ fn app_mesh_settings_under_gatewayapi_are_ignored_with_a_warning() {
         .iter()
         .all(|w| w.fix.contains("ignored") && !w.problem.contains("App Mesh router")));
     // hosts and gatewayRefs are used, so not warned about.
-    assert!(!fields.iter().any(|f| f.contains("hosts") || f.contains("gatewayRefs")));
+    assert!(!fields
+        .iter()
+        .any(|f| f.contains("hosts") || f.contains("gatewayRefs")));
 }
 
 #[test]
@@ -320,8 +324,9 @@ fn gatewayapi_refuses_conditions_an_http_route_would_drop() {
     );
     let e = errors(&ab);
     assert!(
-        e.iter().any(|e| e.starts_with("spec.analysis.match[0].queryParams: ")
-            && e.contains("headers only")),
+        e.iter()
+            .any(|e| e.starts_with("spec.analysis.match[0].queryParams: ")
+                && e.contains("headers only")),
         "{e:?}"
     );
     // The suffix header itself is expressible (as a regex).
@@ -332,7 +337,8 @@ fn gatewayapi_refuses_conditions_an_http_route_would_drop() {
     );
     let e = errors(&authority);
     assert!(
-        e.iter().any(|e| e.starts_with("spec.service.match[0].authority: ")),
+        e.iter()
+            .any(|e| e.starts_with("spec.service.match[0].authority: ")),
         "{e:?}"
     );
     // The same conditions are accepted (ignored) under App Mesh.

@@ -117,7 +117,14 @@ impl GatewayApi {
             let rv = found
                 .as_ref()
                 .and_then(|o| o.metadata.resource_version.as_deref());
-            cache::note_read(store, &c.writes, (KIND, self.route.clone()), ns, t.apex(), rv);
+            cache::note_read(
+                store,
+                &c.writes,
+                (KIND, self.route.clone()),
+                ns,
+                t.apex(),
+                rv,
+            );
         }
         Ok(found.map(serde_json::to_value).transpose()?)
     }
@@ -295,7 +302,12 @@ fn route_match(m: &HttpMatchRequest) -> Option<Value> {
 
 /// The service's matches; `PathPrefix /` when there are none.
 pub fn service_matches(svc: &CanaryService) -> Vec<Value> {
-    let list: Vec<Value> = svc.match_.iter().flatten().filter_map(route_match).collect();
+    let list: Vec<Value> = svc
+        .match_
+        .iter()
+        .flatten()
+        .filter_map(route_match)
+        .collect();
     if list.is_empty() {
         vec![json!({"path": {"type": "PathPrefix", "value": "/"}})]
     } else {
@@ -362,10 +374,14 @@ fn filters(svc: &CanaryService) -> Vec<Value> {
     let mut out = Vec::new();
     if let Some(h) = &svc.headers {
         if let Some(r) = &h.request {
-            out.push(json!({"type": "RequestHeaderModifier", "requestHeaderModifier": header_ops(r)}));
+            out.push(
+                json!({"type": "RequestHeaderModifier", "requestHeaderModifier": header_ops(r)}),
+            );
         }
         if let Some(r) = &h.response {
-            out.push(json!({"type": "ResponseHeaderModifier", "responseHeaderModifier": header_ops(r)}));
+            out.push(
+                json!({"type": "ResponseHeaderModifier", "responseHeaderModifier": header_ops(r)}),
+            );
         }
     }
     out

@@ -14,7 +14,11 @@ fn simulate_routes(canary: &str, scenario: &str) -> (Report, Vec<u32>, Option<se
     let mut weights = Vec::new();
     let mut ab_route = None;
     while sim.step(builtin()) {
-        let model = sim.world.gateway.as_ref().expect("a gatewayapi:v1 Canary has a route model");
+        let model = sim
+            .world
+            .gateway
+            .as_ref()
+            .expect("a gatewayapi:v1 Canary has a route model");
         if let Some(w) = model.routes(&sim.rollout) {
             if weights.last() != Some(&w.canary) {
                 weights.push(w.canary);
@@ -39,7 +43,10 @@ fn the_gatewayapi_guide_canary_is_promoted_through_its_http_route() {
     let mut expected = vec![0];
     expected.extend((1..=10).map(|i| i * 5));
     expected.push(0);
-    assert_eq!(weights, expected, "canary weights as read from the HTTPRoute");
+    assert_eq!(
+        weights, expected,
+        "canary weights as read from the HTTPRoute"
+    );
 }
 
 #[test]
@@ -50,7 +57,10 @@ fn an_ab_header_canary_for_gatewayapi_simulates() {
             "    retries:\n      attempts: 3\n      perTryTimeout: 5s\n      retryOn: \"gateway-error,client-error,stream-error\"\n",
             "    gatewayRefs: [{name: gateway, namespace: gateway-system}]\n",
         );
-    assert!(canary.contains("gatewayRefs"), "the example still has the retries block");
+    assert!(
+        canary.contains("gatewayRefs"),
+        "the example still has the retries block"
+    );
     let (report, weights, route) = simulate_routes(&canary, AB_TEST);
     assert_eq!(report.phase, Phase::Succeeded);
     assert_eq!(lines(&report, Format::Text), ab_log());

@@ -144,7 +144,10 @@ fn ab_rules_cross_the_service_matches_and_the_rest_goes_to_the_primary() {
             headers: vec![header("x-canary", StringMatch::Exact("insider".into()))],
         },
         MatchRule {
-            headers: vec![header("cookie", StringMatch::Regex("^(.*?;)?(canary=always)(;.*)?$".into()))],
+            headers: vec![header(
+                "cookie",
+                StringMatch::Regex("^(.*?;)?(canary=always)(;.*)?$".into()),
+            )],
         },
     ];
     let hr = http_route(&t, routes(0, 100), &rules);
@@ -193,11 +196,20 @@ fn an_ab_rule_header_replaces_the_service_header_of_the_same_name() {
 #[test]
 fn prefix_and_suffix_become_anchored_escaped_regexes() {
     for (value, yes, no) in [
-        ("beta", vec!["beta", "beta-1", "betamax"], vec!["", "xbeta", "bet", "BETA"]),
+        (
+            "beta",
+            vec!["beta", "beta-1", "betamax"],
+            vec!["", "xbeta", "bet", "BETA"],
+        ),
         (
             "v1.2+(x)[y]*?|^$\\",
             vec!["v1.2+(x)[y]*?|^$\\", "v1.2+(x)[y]*?|^$\\tail"],
-            vec!["v1x2+(x)[y]*?|^$\\", "v1.22(x)[y]*?|^$\\", "pre-v1.2+(x)[y]*?|^$\\", "v1.2"],
+            vec![
+                "v1x2+(x)[y]*?|^$\\",
+                "v1.22(x)[y]*?|^$\\",
+                "pre-v1.2+(x)[y]*?|^$\\",
+                "v1.2",
+            ],
         ),
     ] {
         let p = condition("x", &StringMatch::Prefix(value.into()));
@@ -211,7 +223,11 @@ fn prefix_and_suffix_become_anchored_escaped_regexes() {
         }
     }
     for (value, yes, no) in [
-        ("-beta", vec!["-beta", "v2-beta"], vec!["-beta2", "beta", "-BETA", ""]),
+        (
+            "-beta",
+            vec!["-beta", "v2-beta"],
+            vec!["-beta2", "beta", "-BETA", ""],
+        ),
         (
             ".*(a|b)$",
             vec![".*(a|b)$", "x.*(a|b)$"],
@@ -279,7 +295,11 @@ fn readiness_needs_every_parent_to_accept_the_current_generation() {
     assert!(readiness(&ok).is_ok());
     assert_eq!(read_routes(&ok, "podinfo"), Some(routes(80, 20)));
     // A newer observation than the route's generation is fine too.
-    assert!(readiness(&route_with_status(2, json!([parent("True", "Accepted", 3)]))).is_ok());
+    assert!(readiness(&route_with_status(
+        2,
+        json!([parent("True", "Accepted", 3)])
+    ))
+    .is_ok());
 
     let refused = route_with_status(3, json!([parent("False", "NotAllowedByListeners", 3)]));
     let e = format!("{:#}", readiness(&refused).unwrap_err());
@@ -293,7 +313,9 @@ fn readiness_needs_every_parent_to_accept_the_current_generation() {
     let stale = route_with_status(4, json!([parent("True", "Accepted", 3)]));
     let e = format!("{:#}", readiness(&stale).unwrap_err());
     assert!(
-        e.contains("parent gateway-system/gateway: Accepted at generation 3, the route is at generation 4"),
+        e.contains(
+            "parent gateway-system/gateway: Accepted at generation 3, the route is at generation 4"
+        ),
         "{e}"
     );
 
@@ -316,11 +338,17 @@ fn readiness_needs_every_parent_to_accept_the_current_generation() {
         .unwrap()
         .push(json!({"name": "internal", "namespace": "gateway-system", "sectionName": "http"}));
     let e = format!("{:#}", readiness(&two).unwrap_err());
-    assert!(e.contains("parent gateway-system/internal (section http)"), "{e}");
+    assert!(
+        e.contains("parent gateway-system/internal (section http)"),
+        "{e}"
+    );
 
     let mut unconditioned = parent("True", "Accepted", 1);
     unconditioned["conditions"] = json!([]);
-    let e = format!("{:#}", readiness(&route_with_status(1, json!([unconditioned]))).unwrap_err());
+    let e = format!(
+        "{:#}",
+        readiness(&route_with_status(1, json!([unconditioned]))).unwrap_err()
+    );
     assert!(e.contains("no Accepted condition"), "{e}");
 }
 
