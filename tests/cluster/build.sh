@@ -4,6 +4,7 @@
 #   $FLEDGE_CLUSTER_CACHE/k8s-<v>/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
 #   $FLEDGE_CLUSTER_CACHE/etcd-<v>/bin/etcd
 #   $FLEDGE_CLUSTER_CACHE/kwok-<v>/bin/kwok and kwok-<v>/stages/*.yaml
+#   $FLEDGE_CLUSTER_CACHE/gateway-api-<v>/crds/*.yaml (the standard-channel CRDs, no build)
 # FLEDGE_CLUSTER_CACHE defaults to ${XDG_CACHE_HOME:-$HOME/.cache}/fledge.
 # Idempotent: a component whose binaries are all present is not rebuilt, so a warm run exits at once.
 set -euo pipefail
@@ -16,6 +17,7 @@ cache="${FLEDGE_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fledge}"
 k8s_dir="$cache/k8s-$KUBERNETES_VERSION"
 etcd_dir="$cache/etcd-$ETCD_VERSION"
 kwok_dir="$cache/kwok-$KWOK_VERSION"
+gateway_api_dir="$cache/gateway-api-$GATEWAY_API_VERSION"
 
 k8s_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 kwok_stages=(
@@ -114,12 +116,40 @@ build_kwok() {
     rm -rf "$tmp"
 }
 
+# The Gateway API CRDs are YAML in the module itself: download it (module proxy, checked against
+# the checksum database) and copy the CustomResourceDefinitions of the standard channel (the
+# directory also holds a ValidatingAdmissionPolicy, which is not a CRD).
+fetch_gateway_api() {
+    if all_present "$gateway_api_dir/crds/gateway.networking.k8s.io_httproutes.yaml"; then return 0; fi
+    need_go
+    log "fetching the Gateway API $GATEWAY_API_VERSION CRDs into $gateway_api_dir/crds"
+    local tmp moddir
+    tmp="$(mktemp -d "$cache/.gateway-api.XXXXXX")"
+    # Outside any module, so the download is not tied to one of ours.
+    moddir="$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    if [[ -z "$moddir" || ! -d "$moddir/config/crd/standard" ]]; then
+        log "go mod download gave no directory with config/crd/standard for sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
+        exit 1
+    fi
+    mkdir -p "$tmp/crds"
+    local f
+    for f in "$moddir"/config/crd/standard/*.yaml; do
+        if grep -q '^kind: CustomResourceDefinition$' "$f"; then cp "$f" "$tmp/crds/"; fi
+    done
+    chmod u+w "$tmp"/crds/*.yaml
+    mkdir -p "$gateway_api_dir/crds"
+    mv -f "$tmp"/crds/*.yaml "$gateway_api_dir/crds/"
+    rm -rf "$tmp"
+}
+
 mkdir -p "$cache"
 # One build at a time per cache (concurrent test runs may all find the binaries missing).
 exec 9>"$cache/.build.lock"
 flock 9
 start=$(date +%s)
 # Small ones first, so a broken toolchain shows up before the long Kubernetes build.
+fetch_gateway_api
 build_etcd
 build_kwok
 build_k8s

@@ -51,6 +51,7 @@ pub struct Versions {
     pub kubernetes: String,
     pub etcd: String,
     pub kwok: String,
+    pub gateway_api: String,
 }
 
 impl Versions {
@@ -71,6 +72,7 @@ impl Versions {
             kubernetes: get("KUBERNETES_VERSION"),
             etcd: get("ETCD_VERSION"),
             kwok: get("KWOK_VERSION"),
+            gateway_api: get("GATEWAY_API_VERSION"),
         }
     }
 }
@@ -143,7 +145,12 @@ pub struct Binaries {
     pub kwok: PathBuf,
     /// kwok stage definitions (node initialise/heartbeat, pod ready/complete/delete).
     pub kwok_stages: Vec<PathBuf>,
+    /// The Gateway API standard-channel CRDs (`gateway-api-<v>/crds/*.yaml`).
+    pub gateway_api_crds: PathBuf,
 }
+
+/// A file [`Binaries::gateway_api_crds`] holds once build.sh has fetched the CRDs.
+const GATEWAY_API_MARKER: &str = "gateway.networking.k8s.io_httproutes.yaml";
 
 const KWOK_STAGES: [&str; 5] = [
     "node-initialize.yaml",
@@ -175,7 +182,11 @@ impl Binaries {
                 .iter()
                 .map(|s| kwok.join("stages").join(s))
                 .collect(),
+            gateway_api_crds: cache
+                .join(format!("gateway-api-{}", v.gateway_api))
+                .join("crds"),
         };
+        let gateway_marker = b.gateway_api_crds.join(GATEWAY_API_MARKER);
         let mut all = vec![
             &b.etcd,
             &b.kube_apiserver,
@@ -185,6 +196,7 @@ impl Binaries {
             &b.kwok,
         ];
         all.extend(b.kwok_stages.iter());
+        all.push(&gateway_marker);
         let missing: Vec<String> = all
             .into_iter()
             .filter(|p| !p.is_file())
@@ -257,6 +269,10 @@ pub struct ClusterOptions {
     pub nodes: usize,
     /// Install the App Mesh CRDs from `tests/cluster/crds/`.
     pub appmesh_crds: bool,
+    /// Install the Gateway API CRDs (standard channel, [`Binaries::gateway_api_crds`]) and
+    /// create GatewayClass `fledge-sim` and Gateway `gateway-system/gateway` from
+    /// `examples/gatewayapi/gateway.yaml`.
+    pub gateway_api: bool,
     /// Start Prometheus and the traffic simulator at this path.
     pub mesh_simulator: Option<PathBuf>,
     /// Build missing binaries with build.sh instead of failing.
@@ -272,6 +288,7 @@ impl Default for ClusterOptions {
             name: None,
             nodes: 2,
             appmesh_crds: true,
+            gateway_api: true,
             mesh_simulator: None,
             build_if_missing: true,
             audit: false,
@@ -534,9 +551,10 @@ impl Cluster {
 
         let nodes = opts.nodes;
         let crds = opts.appmesh_crds;
+        let gateway_api = opts.gateway_api.then(|| binaries.gateway_api_crds.clone());
         let settle = cluster.block_on({
             let kubeconfig = kubeconfig.clone();
-            async move { settle(&kubeconfig, nodes, crds).await }
+            async move { settle(&kubeconfig, nodes, crds, gateway_api).await }
         });
         if let Err(e) = settle {
             return Err(cluster.explain(e, "kube-controller-manager"));
@@ -994,9 +1012,20 @@ fn http_get_request(path: &str) -> Result<http::Request<Vec<u8>>> {
         .context("building a request")
 }
 
+/// `examples/gatewayapi/gateway.yaml`: the GatewayClass and Gateway every cluster starts with.
+pub fn gateway_manifest() -> PathBuf {
+    crate_dir().join("../examples/gatewayapi/gateway.yaml")
+}
+
 /// After the API server is up: create the nodes, install the CRDs, and wait for nodes Ready, the
-/// CRDs established and the `default` service account (proof the controller manager works).
-async fn settle(kubeconfig: &Path, nodes: usize, crds: bool) -> Result<()> {
+/// CRDs established and the `default` service account (proof the controller manager works);
+/// then create the Gateway API objects of [`gateway_manifest`].
+async fn settle(
+    kubeconfig: &Path,
+    nodes: usize,
+    crds: bool,
+    gateway_api: Option<PathBuf>,
+) -> Result<()> {
     let client = client_for(kubeconfig).await?;
     let node_api: Api<Node> = Api::all(client.clone());
     for i in 0..nodes {
@@ -1021,11 +1050,14 @@ async fn settle(kubeconfig: &Path, nodes: usize, crds: bool) -> Result<()> {
             .await
             .with_context(|| format!("creating node {name}"))?;
     }
-    let crd_names = if crds {
+    let mut crd_names = if crds {
         install_crds(&client, &assets_dir().join("crds")).await?
     } else {
         Vec::new()
     };
+    if let Some(dir) = &gateway_api {
+        crd_names.extend(install_crds(&client, dir).await?);
+    }
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut waiting_for: String;
@@ -1053,13 +1085,45 @@ async fn settle(kubeconfig: &Path, nodes: usize, crds: bool) -> Result<()> {
             if sa.is_some() { "present" } else { "missing" }
         );
         if ready_nodes >= nodes && sa.is_some() && unestablished.is_empty() {
-            return Ok(());
+            break;
         }
         if Instant::now() > deadline {
             bail!("cluster did not settle within 60 s: {waiting_for}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    if gateway_api.is_some() {
+        apply_manifest(&client, &gateway_manifest()).await?;
+    }
+    Ok(())
+}
+
+/// Server-side-applies every object of a manifest (core `v1` and CRD kinds alike; cluster-scoped
+/// unless the object names a namespace).
+pub async fn apply_manifest(client: &Client, file: &Path) -> Result<()> {
+    for doc in read_manifest(file)? {
+        let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .with_context(|| format!("{}: a {kind} without a name", file.display()))?;
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            group, version, kind,
+        ));
+        let api: Api<kube::api::DynamicObject> = match doc["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&doc),
+        )
+        .await
+        .with_context(|| format!("applying {kind} {name} from {}", file.display()))?;
+    }
+    Ok(())
 }
 
 fn node_ready(node: &Node) -> bool {
@@ -1104,10 +1168,13 @@ pub fn read_manifest(file: &Path) -> Result<Vec<serde_json::Value>> {
     Ok(docs.into_iter().filter(|v| !v.is_null()).collect())
 }
 
-/// Server-side-applies the CRDs in `dir` and returns their names.
+/// Server-side-applies the CRDs in `dir` (all at once) and returns their names. Server-side,
+/// because client-side apply keeps the whole object in an annotation, which the larger Gateway
+/// API CRDs (HTTPRoute: 0.4 MB) exceed.
 pub async fn install_crds(client: &Client, dir: &Path) -> Result<Vec<String>> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut names = Vec::new();
+    let mut applies = tokio::task::JoinSet::new();
     for doc in read_manifests(dir)? {
         let crd: CustomResourceDefinition =
             serde_json::from_value(doc).context("decoding a CustomResourceDefinition")?;
@@ -1116,14 +1183,21 @@ pub async fn install_crds(client: &Client, dir: &Path) -> Result<Vec<String>> {
             .name
             .clone()
             .context("CustomResourceDefinition without a name")?;
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .with_context(|| format!("applying CRD {name}"))?;
-        names.push(name);
+        names.push(name.clone());
+        let api = api.clone();
+        applies.spawn(async move {
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .with_context(|| format!("applying CRD {name}"))
+            .map(drop)
+        });
+    }
+    while let Some(done) = applies.join_next().await {
+        done.context("a CRD apply panicked")??;
     }
     Ok(names)
 }

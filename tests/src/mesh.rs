@@ -31,6 +31,8 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::gateway::{GatewayConfig, GatewayEngine, GatewayModel, GatewayState};
+
 /// Envoy's default histogram bucket bounds, in milliseconds.
 pub const LATENCY_BUCKETS_MS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
@@ -59,6 +61,9 @@ pub struct SimConfig {
     /// Envoy is up (and scraped, at zero) before the endpoint reaches its callers. This also lets
     /// every series of a pod start from zero, so rates over a window compare exactly.
     pub endpoint_warmup_secs: f64,
+    /// The gateway simulator: traffic through HTTPRoutes, acceptance delay
+    /// ([`crate::gateway`]). Its backends' behaviour is `backends` too, keyed by Service.
+    pub gateway: GatewayConfig,
 }
 
 impl Default for SimConfig {
@@ -72,6 +77,7 @@ impl Default for SimConfig {
             mesh: "global".to_string(),
             namespaces: Vec::new(),
             endpoint_warmup_secs: 2.0,
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -100,9 +106,15 @@ impl Default for RouterTraffic {
 pub struct RequestClass {
     pub weight: f64,
     pub method: String,
+    /// The path, without a query string.
     pub path: String,
     /// Request headers (names are case-insensitive).
     pub headers: BTreeMap<String, String>,
+    /// The Host header (without a port) for HTTPRoute `hostnames`; empty: no Host, which only
+    /// routes without hostnames match. App Mesh routes ignore it.
+    pub host: String,
+    /// Query parameters, for HTTPRoute `queryParams` matches. App Mesh routes ignore them.
+    pub query: BTreeMap<String, String>,
 }
 
 impl Default for RequestClass {
@@ -112,6 +124,8 @@ impl Default for RequestClass {
             method: "GET".to_string(),
             path: "/".to_string(),
             headers: BTreeMap::new(),
+            host: String::new(),
+            query: BTreeMap::new(),
         }
     }
 }
@@ -175,7 +189,7 @@ impl SimConfig {
         if self.default_rps < 0.0 || self.routers.values().any(|r| r.rps < 0.0) {
             bail!("rps must not be negative");
         }
-        Ok(())
+        self.gateway.validate()
     }
 }
 
@@ -429,7 +443,7 @@ pub fn backend_from_spec(
     }
 }
 
-const RESERVED_LABELS: [&str; 7] = [
+pub(crate) const RESERVED_LABELS: [&str; 7] = [
     "envoy_cluster_name",
     "envoy_response_code",
     "envoy_response_code_class",
@@ -439,7 +453,7 @@ const RESERVED_LABELS: [&str; 7] = [
     "job",
 ];
 
-fn pod_ready(p: &Pod) -> bool {
+pub(crate) fn pod_ready(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
         && p.status.as_ref().is_some_and(|s| {
             s.phase.as_deref() == Some("Running")
@@ -512,12 +526,12 @@ pub fn prometheus_label_name(k8s_label: &str) -> String {
 /// Smooth weighted round robin: over any `sum(weights)` consecutive picks each item is picked
 /// exactly `weight` times, spread evenly.
 #[derive(Debug, Default, Clone)]
-struct Wrr {
+pub(crate) struct Wrr {
     current: Vec<f64>,
 }
 
 impl Wrr {
-    fn pick(&mut self, weights: &[f64]) -> Option<usize> {
+    pub(crate) fn pick(&mut self, weights: &[f64]) -> Option<usize> {
         if self.current.len() != weights.len() {
             self.current = vec![0.0; weights.len()];
         }
@@ -537,11 +551,11 @@ impl Wrr {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-struct Series {
-    by_code: BTreeMap<u16, u64>,
-    buckets: Vec<u64>,
-    sum_ms: f64,
-    count: u64,
+pub(crate) struct Series {
+    pub(crate) by_code: BTreeMap<u16, u64>,
+    pub(crate) buckets: Vec<u64>,
+    pub(crate) sum_ms: f64,
+    pub(crate) count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -578,6 +592,7 @@ pub struct Engine {
     totals: BTreeMap<String, BackendTotals>,
     unmatched: u64,
     no_endpoints: u64,
+    gateway: GatewayEngine,
 }
 
 /// `GET /state`.
@@ -590,6 +605,9 @@ pub struct StateView {
     pub totals: BTreeMap<String, BackendTotals>,
     pub unmatched: u64,
     pub no_endpoints: u64,
+    /// The gateway simulator: accepted HTTPRoutes and requests per backend Service.
+    #[serde(default)]
+    pub gateway: GatewayState,
 }
 
 impl Engine {
@@ -609,6 +627,7 @@ impl Engine {
         config.validate()?;
         self.config = config;
         self.ensure_series();
+        self.gateway.ensure_series(&self.config);
         Ok(())
     }
 
@@ -626,6 +645,11 @@ impl Engine {
             .map(|b| (format!("{}/{}", b.namespace, b.name), b))
             .collect();
         self.ensure_series();
+    }
+
+    /// Replaces the gateway model (after the gateway controller's sync).
+    pub fn set_gateway_model(&mut self, model: GatewayModel) {
+        self.gateway.set_model(model, &self.config);
     }
 
     fn behaviour(&self, backend: &str) -> &Behaviour {
@@ -699,6 +723,7 @@ impl Engine {
             }
         }
         self.routers = routers;
+        self.gateway.advance(dt_secs, &self.config);
     }
 
     fn one_request(&mut self, router: &Router, classes: &[RequestClass]) {
@@ -822,15 +847,19 @@ impl Engine {
             totals: self.totals.clone(),
             unmatched: self.unmatched,
             no_endpoints: self.no_endpoints,
+            gateway: self.gateway.state(),
         }
     }
 
-    /// The counters in Prometheus' text exposition format.
+    /// The counters in Prometheus' text exposition format: the mesh's Envoy series, the
+    /// gateway proxies' (same families) and the gateway backends' application series.
     pub fn render(&self) -> String {
         let mut rq = String::new();
         let mut xx = String::new();
         let mut total = String::new();
         let mut hist = String::new();
+        self.gateway
+            .render_envoy(&mut rq, &mut xx, &mut total, &mut hist);
         for (k, s) in &self.series {
             let mut labels = vec![
                 ("envoy_cluster_name".to_string(), k.cluster.clone()),
@@ -886,12 +915,13 @@ impl Engine {
             "# TYPE envoy_cluster_upstream_rq counter\n{rq}\
              # TYPE envoy_cluster_upstream_rq_xx counter\n{xx}\
              # TYPE envoy_cluster_upstream_rq_total counter\n{total}\
-             # TYPE envoy_cluster_upstream_rq_time histogram\n{hist}"
+             # TYPE envoy_cluster_upstream_rq_time histogram\n{hist}{}",
+            self.gateway.render_own()
         )
     }
 }
 
-fn render_labels(labels: &[(String, String)]) -> String {
+pub(crate) fn render_labels(labels: &[(String, String)]) -> String {
     labels
         .iter()
         .map(|(k, v)| {
@@ -907,7 +937,7 @@ fn render_labels(labels: &[(String, String)]) -> String {
 
 /// A deterministic, evenly spread latency sample: the n-th points of two low-discrepancy
 /// sequences pick the band (by weight) and the position inside it.
-fn sample_latency(bands: &[LatencyBand], n: u64) -> f64 {
+pub(crate) fn sample_latency(bands: &[LatencyBand], n: u64) -> f64 {
     let frac = |x: f64| x - x.floor();
     let u = frac(n as f64 * 0.618_033_988_749_895);
     let v = frac(n as f64 * 0.754_877_666_246_693);

@@ -1,12 +1,13 @@
-//! Mesh traffic simulator: Envoy-style metrics for the pods behind App Mesh virtual nodes.
+//! Mesh traffic simulator: Envoy-style metrics for the pods behind App Mesh virtual nodes, and
+//! the Gateway API controller of GatewayClass `fledge-sim` with Envoy Gateway's metrics.
 //!
 //! ```text
 //! mesh-sim --kubeconfig PATH --listen 127.0.0.1:PORT [--config FILE] [--refresh-ms 500]
 //! ```
 //!
 //! HTTP API: `GET /metrics` (Prometheus text), `GET /healthz`, `GET /state` (routing model and
-//! per-backend totals), `GET|PUT /config` (the whole [`SimConfig`] as JSON), and
-//! `PUT /backends/<namespace>/<virtual node>` (one backend's [`Behaviour`]).
+//! per-backend totals; `gateway` for HTTPRoutes), `GET|PUT /config` (the whole [`SimConfig`] as
+//! JSON), and `PUT /backends/<namespace>/<virtual node or Service>` (one backend's [`Behaviour`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use fledge_e2e::cluster::client_for;
+use fledge_e2e::gateway::Controller;
 use fledge_e2e::http::{serve, Request};
 use fledge_e2e::mesh::{read_model, Behaviour, Engine, SimConfig};
 
@@ -118,6 +120,7 @@ async fn main() -> Result<()> {
     let refresh = args.refresh;
     tokio::spawn(async move {
         let mut client = None;
+        let mut gateway = Controller::default();
         loop {
             if client.is_none() {
                 match client_for(&kubeconfig).await {
@@ -130,6 +133,10 @@ async fn main() -> Result<()> {
                 match read_model(c, &config).await {
                     Ok((routers, backends)) => lock(&model_engine).set_model(routers, backends),
                     Err(e) => eprintln!("mesh-sim: reading the mesh: {e:#}"),
+                }
+                match gateway.sync(c, &config).await {
+                    Ok(model) => lock(&model_engine).set_gateway_model(model),
+                    Err(e) => eprintln!("mesh-sim: gateway controller: {e:#}"),
                 }
             }
             tokio::time::sleep(refresh).await;
