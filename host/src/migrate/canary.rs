@@ -4,9 +4,7 @@ use super::templates::{self, DURATION, SUCCESS_RATE, TARGET_GROUP_VARIABLE};
 use super::webhooks::{self, Rewrite};
 use super::{Finding, GatewayKind, Input, Options, Severity, GATEWAY_PROVIDER};
 use crate::api::{
-    self, Canary, CanarySpec, MetricTemplate, NamespacedRef, ParentReference,
-    StringMatchSpec,
-};
+    self, Canary, CanarySpec, MetricTemplate, NamespacedRef, ParentReference};
 
 /// Providers of App Mesh Canaries (`appmesh` is Flagger's legacy name).
 const APPMESH: &[&str] = &["appmesh:v1beta2", "appmesh"];
@@ -71,7 +69,7 @@ pub fn convert(c: &Canary, input: &Input, opts: &Options) -> Result<Converted, S
         r.add(
             "spec.provider",
             Severity::Changed,
-            format!("unset (App Mesh, Fledge's default) is now {GATEWAY_PROVIDER}"),
+            format!("unset (the operator's --mesh-provider, appmesh:v1beta2 by default) is now {GATEWAY_PROVIDER}"),
         );
     }
     spec.provider = Some(GATEWAY_PROVIDER.to_string());
@@ -206,19 +204,6 @@ pub fn convert(c: &Canary, input: &Input, opts: &Options) -> Result<Converted, S
             );
         }
     }
-    for (i, m) in service.match_.iter_mut().flatten().enumerate() {
-        for (name, h) in m.headers.iter_mut().flatten() {
-            if let Some(p) = h.prefix.take() {
-                h.regex = Some(format!("^{}.*", regex::escape(&p)));
-                r.add(
-                    format!("spec.service.match[{i}].headers.{name}.prefix"),
-                    Severity::Changed,
-                    "an HTTPRoute header match has no prefix: written as the equivalent regex",
-                );
-            }
-        }
-    }
-
     let annotations = out.metadata.annotations.get_or_insert_with(Default::default);
     if let Some(v) = annotations.remove(ACCESS_LOG) {
         let instead = match opts.kind {
@@ -259,20 +244,19 @@ fn analysis(
     let Some(a) = spec.analysis.as_mut() else {
         return Vec::new();
     };
-    for (i, m) in a.match_.iter_mut().flatten().enumerate() {
-        for (name, h) in m.headers.iter_mut().flatten() {
-            if let Some(re) = header_regex(h) {
+    for (i, m) in a.match_.iter().flatten().enumerate() {
+        for (field, set) in [
+            ("queryParams", m.query_params.is_some()),
+            ("sourceLabels", m.source_labels.is_some()),
+        ] {
+            if set {
                 r.add(
-                    format!("spec.analysis.match[{i}].headers.{name}"),
-                    Severity::Changed,
-                    format!(
-                        "an HTTPRoute header match has no prefix or suffix: written as the regex {re:?}"
-                    ),
+                    format!("spec.analysis.match[{i}].{field}"),
+                    Severity::NotConverted,
+                    "the gatewayapi:v1 router matches A/B traffic on headers only and refuses \
+                     this condition (without it the A/B rule would match every request): \
+                     replace it with a header match before applying (kept)",
                 );
-                *h = StringMatchSpec {
-                    regex: Some(re),
-                    ..Default::default()
-                };
             }
         }
     }
@@ -379,15 +363,6 @@ fn analysis(
                 .filter(move |t| t.metadata.name.as_deref() == Some(&templates::name(opts.kind, b)))
         })
         .collect()
-}
-
-/// A prefix or suffix header match as the regex HTTPRoute can express.
-fn header_regex(h: &StringMatchSpec) -> Option<String> {
-    match (&h.prefix, &h.suffix) {
-        (Some(p), _) => Some(format!("^{}.*", regex::escape(p))),
-        (None, Some(s)) => Some(format!(".*{}$", regex::escape(s))),
-        _ => None,
-    }
 }
 
 /// Whether a query reads the per-pod Envoy series of App Mesh sidecars.

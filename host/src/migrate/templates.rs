@@ -27,13 +27,15 @@ pub const TARGET_GROUP_VARIABLE: &str = "targetGroup";
 
 const ENVOY_CLUSTER: &str = "envoy_cluster_name=\"httproute/{{ namespace }}/{{ service }}/rule/0\"";
 
-/// The template name a builtin check is rewritten to.
+/// The template name a builtin check is rewritten to (the names of
+/// `examples/gatewayapi/`: `envoy-gateway-success-rate`, `vpc-lattice-latency-p99`).
 pub fn name(kind: GatewayKind, builtin: &str) -> String {
     let prefix = match kind {
         GatewayKind::EnvoyGateway => "envoy-gateway",
         GatewayKind::VpcLattice => "vpc-lattice",
     };
-    format!("{prefix}-{builtin}")
+    let what = if builtin == SUCCESS_RATE { "success-rate" } else { "latency-p99" };
+    format!("{prefix}-{what}")
 }
 
 /// The two templates of `kind` in `namespace`.

@@ -274,22 +274,20 @@ fn app_mesh_only_fields_are_removed_and_reported_with_the_reason() {
 }
 
 #[test]
-fn prefix_and_suffix_header_matches_become_regexes() {
+fn ab_conditions_the_router_refuses_are_reported_and_kept() {
     let mut c = with("");
     let a = c.spec.as_mut().unwrap().analysis.as_mut().unwrap();
-    a.match_ = Some(vec![yaml::from_str("headers:\n  user-agent:\n    prefix: \"Mozilla/5.0 (X11\"\n  x-team:\n    suffix: .web\n  x-canary:\n    exact: insider\n").unwrap()]);
+    a.match_ = Some(vec![yaml::from_str("headers:\n  x-canary:\n    prefix: insider\nqueryParams:\n  canary:\n    exact: \"1\"\n").unwrap()]);
     a.iterations = Some(10);
     a.max_weight = None;
     a.step_weight = None;
     let m = one(&c, &opts(GatewayKind::EnvoyGateway));
-    let h = m.canaries[0].spec.as_ref().unwrap().analysis.as_ref().unwrap().match_.as_ref().unwrap()[0]
-        .headers.clone().unwrap();
-    assert_eq!(h["user-agent"].regex.as_deref(), Some(r"^Mozilla/5\.0 \(X11.*"));
-    assert_eq!(h["user-agent"].prefix, None);
-    assert_eq!(h["x-team"].regex.as_deref(), Some(r".*\.web$"));
-    assert_eq!(h["x-canary"].exact.as_deref(), Some("insider"));
-    let re = regex::Regex::new(h["user-agent"].regex.as_deref().unwrap()).unwrap();
-    assert!(re.is_match("Mozilla/5.0 (X11; Linux)") && !re.is_match("curl/8"));
+    let f = finding(&m, "spec.analysis.match[0].queryParams");
+    assert_eq!(f.severity, Severity::NotConverted);
+    assert!(f.reason.contains("headers only"), "{f}");
+    // Kept, so the router refuses the Canary instead of matching every request.
+    let after = &m.canaries[0].spec.as_ref().unwrap().analysis.as_ref().unwrap().match_;
+    assert_eq!(after, &c.spec.as_ref().unwrap().analysis.as_ref().unwrap().match_);
 }
 
 #[test]
@@ -391,7 +389,7 @@ fn rendered(t: &MetricTemplate, vars: &[(&str, &str)]) -> String {
 fn envoy_gateway_templates_read_the_routes_first_rule() {
     let ts = templates::for_gateway(GatewayKind::EnvoyGateway, "test", None);
     let by = |n: &str| ts.iter().find(|t| t.metadata.name.as_deref() == Some(n)).unwrap();
-    let sr = by("envoy-gateway-request-success-rate");
+    let sr = by("envoy-gateway-success-rate");
     assert_eq!(sr.spec.as_ref().unwrap().provider.as_ref().unwrap().type_.as_deref(), Some("prometheus"));
     assert_eq!(sr.spec.as_ref().unwrap().provider.as_ref().unwrap().address, None);
     assert_eq!(
@@ -400,7 +398,7 @@ fn envoy_gateway_templates_read_the_routes_first_rule() {
          sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=\"httproute/test/podinfo/rule/0\"}[1m])) * 100"
     );
     assert_eq!(
-        rendered(by("envoy-gateway-request-duration"), &[]),
+        rendered(by("envoy-gateway-latency-p99"), &[]),
         "histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"httproute/test/podinfo/rule/0\"}[1m])) by (le))"
     );
 }
@@ -456,7 +454,7 @@ mod vpc_lattice {
     #[tokio::test]
     async fn the_success_rate_asks_for_the_canary_target_groups_5xx_and_requests() {
         let ts = templates::for_gateway(GatewayKind::VpcLattice, "test", Some("eu-west-1"));
-        let t = ts.iter().find(|t| t.metadata.name.as_deref() == Some("vpc-lattice-request-success-rate")).unwrap();
+        let t = ts.iter().find(|t| t.metadata.name.as_deref() == Some("vpc-lattice-success-rate")).unwrap();
         let (body, answer) = ask(t, r#"{"MetricDataResults":[{"Id":"success","Label":"SuccessRate","StatusCode":"Complete","Timestamps":[1764547140],"Values":[99.5]}]}"#).await;
         assert_eq!(answer, Answer::Value(99.5));
         assert_eq!(body, serde_json::json!({
@@ -472,7 +470,7 @@ mod vpc_lattice {
     #[tokio::test]
     async fn the_duration_asks_for_the_p99_of_request_time() {
         let ts = templates::for_gateway(GatewayKind::VpcLattice, "test", Some("eu-west-1"));
-        let t = ts.iter().find(|t| t.metadata.name.as_deref() == Some("vpc-lattice-request-duration")).unwrap();
+        let t = ts.iter().find(|t| t.metadata.name.as_deref() == Some("vpc-lattice-latency-p99")).unwrap();
         let (body, answer) = ask(t, r#"{"MetricDataResults":[{"Id":"p99","StatusCode":"Complete","Timestamps":[],"Values":[]}]}"#).await;
         assert_eq!(answer, Answer::NoValues, "no requests is no data, never a pass");
         assert_eq!(body["MetricDataQueries"], serde_json::json!([
