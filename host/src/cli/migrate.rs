@@ -36,7 +36,11 @@ pub struct Args {
     #[arg(short = 'A', long, conflicts_with = "files")]
     all_namespaces: bool,
     /// The Gateway the HTTPRoutes attach to, NAMESPACE/NAME[/SECTION]; repeatable.
-    #[arg(long = "gateway", value_name = "NAMESPACE/NAME[/SECTION]", required = true)]
+    #[arg(
+        long = "gateway",
+        value_name = "NAMESPACE/NAME[/SECTION]",
+        required = true
+    )]
     gateways: Vec<GatewayRef>,
     /// A hostname of the routes (spec.service.hosts); repeatable. Default:
     /// each Canary's own hosts, else `<service>.<namespace>` (reported).
@@ -141,9 +145,11 @@ fn read_cluster(args: &Args) -> anyhow::Result<Input> {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(client.clone(), &ns, &resource("MetricTemplate"));
             // A missing template is the Canary's problem today too: not inspected.
-            if let Some(mut t) = api.get_opt(&name).await.with_context(|| {
-                format!("reading MetricTemplate {ns}/{name}")
-            })? {
+            if let Some(mut t) = api
+                .get_opt(&name)
+                .await
+                .with_context(|| format!("reading MetricTemplate {ns}/{name}"))?
+            {
                 t.types = Some(kube::api::TypeMeta {
                     api_version: format!("{GROUP}/{VERSION}"),
                     kind: "MetricTemplate".into(),

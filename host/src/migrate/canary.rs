@@ -3,8 +3,7 @@
 use super::templates::{self, DURATION, SUCCESS_RATE, TARGET_GROUP_VARIABLE};
 use super::webhooks::{self, Rewrite};
 use super::{Finding, GatewayKind, Input, Options, Severity, GATEWAY_PROVIDER};
-use crate::api::{
-    self, Canary, CanarySpec, MetricTemplate, NamespacedRef, ParentReference};
+use crate::api::{self, Canary, CanarySpec, MetricTemplate, NamespacedRef, ParentReference};
 
 /// Providers of App Mesh Canaries (`appmesh` is Flagger's legacy name).
 const APPMESH: &[&str] = &["appmesh:v1beta2", "appmesh"];
@@ -146,7 +145,9 @@ pub fn convert(c: &Canary, input: &Input, opts: &Options) -> Result<Converted, S
     if let Some(retries) = service.retries.take() {
         let what = [
             retries.attempts.map(|a| format!("attempts {a}")),
-            retries.per_try_timeout.map(|t| format!("perTryTimeout {t}")),
+            retries
+                .per_try_timeout
+                .map(|t| format!("perTryTimeout {t}")),
             retries.retry_on.map(|o| format!("retryOn {o}")),
         ]
         .into_iter()
@@ -204,11 +205,18 @@ pub fn convert(c: &Canary, input: &Input, opts: &Options) -> Result<Converted, S
             );
         }
     }
-    let annotations = out.metadata.annotations.get_or_insert_with(Default::default);
+    let annotations = out
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
     if let Some(v) = annotations.remove(ACCESS_LOG) {
         let instead = match opts.kind {
-            GatewayKind::EnvoyGateway => "the gateway's access log (Envoy Gateway: EnvoyProxy spec.telemetry.accessLog)",
-            GatewayKind::VpcLattice => "an AccessLogPolicy on the HTTPRoute (application-networking.k8s.aws/v1alpha1)",
+            GatewayKind::EnvoyGateway => {
+                "the gateway's access log (Envoy Gateway: EnvoyProxy spec.telemetry.accessLog)"
+            }
+            GatewayKind::VpcLattice => {
+                "an AccessLogPolicy on the HTTPRoute (application-networking.k8s.aws/v1alpha1)"
+            }
         };
         r.add(
             format!("metadata.annotations.{ACCESS_LOG}"),
@@ -261,7 +269,10 @@ fn analysis(
         }
     }
 
-    let templates_ns = opts.metrics_namespace.clone().unwrap_or(namespace.to_string());
+    let templates_ns = opts
+        .metrics_namespace
+        .clone()
+        .unwrap_or(namespace.to_string());
     let mut used = Vec::new();
     for (i, m) in a.metrics.iter_mut().flatten().enumerate() {
         let name = m.name.clone().unwrap_or_default();
@@ -331,7 +342,10 @@ fn analysis(
     }
 
     for (i, w) in a.webhooks.iter_mut().flatten().enumerate() {
-        let rollout = w.type_.as_deref().is_none_or(|t| t.is_empty() || t == "rollout");
+        let rollout = w
+            .type_
+            .as_deref()
+            .is_none_or(|t| t.is_empty() || t == "rollout");
         let Some(cmd) = w.metadata.as_mut().and_then(|m| m.get_mut("cmd")) else {
             continue;
         };

@@ -226,7 +226,9 @@ pub fn migrate(input: &Input, opts: &Options) -> anyhow::Result<Migration> {
         match canary::convert(c, input, opts) {
             Ok(done) => {
                 for t in done.templates {
-                    let key = |m: &MetricTemplate| (m.metadata.namespace.clone(), m.metadata.name.clone());
+                    let key = |m: &MetricTemplate| {
+                        (m.metadata.namespace.clone(), m.metadata.name.clone())
+                    };
                     if !out.templates.iter().any(|have| key(have) == key(&t)) {
                         out.templates.push(t);
                     }

@@ -34,22 +34,27 @@ pub fn name(kind: GatewayKind, builtin: &str) -> String {
         GatewayKind::EnvoyGateway => "envoy-gateway",
         GatewayKind::VpcLattice => "vpc-lattice",
     };
-    let what = if builtin == SUCCESS_RATE { "success-rate" } else { "latency-p99" };
+    let what = if builtin == SUCCESS_RATE {
+        "success-rate"
+    } else {
+        "latency-p99"
+    };
     format!("{prefix}-{what}")
 }
 
 /// The two templates of `kind` in `namespace`.
-pub fn for_gateway(kind: GatewayKind, namespace: &str, region: Option<&str>) -> Vec<MetricTemplate> {
+pub fn for_gateway(
+    kind: GatewayKind,
+    namespace: &str,
+    region: Option<&str>,
+) -> Vec<MetricTemplate> {
     let mut out = match kind {
         GatewayKind::EnvoyGateway => envoy_gateway(),
         GatewayKind::VpcLattice => vpc_lattice(),
     };
     for t in &mut out {
         t.metadata.namespace = Some(namespace.to_string());
-        if let (Some(r), Some(p)) = (
-            region,
-            t.spec.as_mut().and_then(|s| s.provider.as_mut()),
-        ) {
+        if let (Some(r), Some(p)) = (region, t.spec.as_mut().and_then(|s| s.provider.as_mut())) {
             if p.type_.as_deref() == Some("cloudwatch") {
                 p.region = Some(r.to_string());
             }

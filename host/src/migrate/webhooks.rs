@@ -45,9 +45,8 @@ pub fn check_address(address: &str) -> anyhow::Result<()> {
 /// primary) by a name the load tester could resolve.
 fn is_canary_service(host: &str, apex: &str, namespace: &str) -> bool {
     let (first, rest) = host.split_once('.').unwrap_or((host, ""));
-    let service = first == apex
-        || first == format!("{apex}-canary")
-        || first == format!("{apex}-primary");
+    let service =
+        first == apex || first == format!("{apex}-canary") || first == format!("{apex}-primary");
     let suffixes = [
         String::new(),
         namespace.to_string(),
