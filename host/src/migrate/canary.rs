@@ -229,7 +229,7 @@ pub fn convert(c: &Canary, input: &Input, opts: &Options) -> Result<Converted, S
     }
 
     let spec = out.spec.as_mut().expect("set above");
-    let templates = analysis(spec, &mut r, input, opts, &namespace, &apex, &target, &host);
+    let templates = analysis(spec, &mut r, input, opts, &namespace, &apex, &host);
     Ok(Converted {
         canary: out,
         templates,
@@ -238,7 +238,6 @@ pub fn convert(c: &Canary, input: &Input, opts: &Options) -> Result<Converted, S
 }
 
 /// A/B matches, checks and webhooks; returns the templates the checks need.
-#[allow(clippy::too_many_arguments)]
 fn analysis(
     spec: &mut CanarySpec,
     r: &mut Report,
@@ -246,7 +245,6 @@ fn analysis(
     opts: &Options,
     namespace: &str,
     apex: &str,
-    target: &str,
     host: &str,
 ) -> Vec<MetricTemplate> {
     let Some(a) = spec.analysis.as_mut() else {
@@ -297,7 +295,7 @@ fn analysis(
             if opts.kind == GatewayKind::VpcLattice {
                 let vars = m.template_variables.get_or_insert_with(Default::default);
                 if !vars.contains_key(TARGET_GROUP_VARIABLE) {
-                    let prefix = format!("k8s-{namespace}-{target}-canary-");
+                    let prefix = format!("k8s-{namespace}-{apex}-canary-");
                     vars.insert(
                         TARGET_GROUP_VARIABLE.into(),
                         format!("SET-TO-THE-TARGET-GROUP-OF-{prefix}"),
