@@ -9,6 +9,7 @@
 //! - [`metrics`]: metric providers of MetricTemplates, one trait.
 //! - [`operator`]: the Kubernetes shell around the core (`fledge operator`).
 //! - [`notify`]: alerts to Slack, Teams, Discord, Rocket.Chat and Google Chat.
+//! - [`migrate`]: App Mesh Canaries to Gateway API (`fledge migrate`).
 //! - [`loadtester`]: flagger-loadtester's API with a built-in hey (`fledge loadtester`).
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod build_info;
 pub mod core;
 pub mod loadtester;
 pub mod metrics;
+pub mod migrate;
 pub mod notify;
 pub mod operator;
 pub mod policy;

@@ -28,6 +28,9 @@ enum Command {
     Crds(cli::crds::Args),
     /// Serves flagger-loadtester's API: webhook tasks with a built-in hey, gates, rollback gates.
     Loadtester(cli::loadtester::Args),
+    /// Converts Canaries to another router (App Mesh to Gateway API).
+    #[command(subcommand)]
+    Migrate(cli::migrate::Command),
     /// Prints the version, the CRD API versions served and the policy contract (WIT package).
     Version(cli::version::Args),
 }
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         // Sets up its own log format, as the operator does.
         Command::Loadtester(args) => cli::loadtester::run(args),
         Command::Version(args) => cli::version::run(args),
+        Command::Migrate(cmd) => cli::migrate::run(cmd),
     })
 }
 

@@ -707,3 +707,136 @@ fn a_simulated_journal_replays_the_same_with_the_builtin_and_differs_with_strict
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn migrate(args: &[&str]) -> Output {
+    let mut all = vec!["migrate", "appmesh-to-gateway-api"];
+    all.extend(args);
+    fledge(&all)
+}
+
+#[test]
+fn migrate_prints_the_converted_objects_and_reports_what_it_could_not_convert() {
+    let o = migrate(&[
+        "-f",
+        "examples/podinfo/canary.yaml",
+        "--gateway",
+        "gateway-system/gateway",
+        "--gateway-address",
+        "http://gateway.gateway-system",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("---\napiVersion: flagger.app/v1beta1\nkind: MetricTemplate\n"),
+        "{out}"
+    );
+    assert_eq!(out.matches("\nkind: MetricTemplate\n").count(), 2, "{out}");
+    assert_eq!(out.matches("\nkind: Canary\n").count(), 1, "{out}");
+    assert!(out.contains("provider: gatewayapi:v1"), "{out}");
+    assert!(
+        !out.contains("retries:") && !out.contains("appmesh"),
+        "{out}"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("Not converted (act on each before switching):\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("  test/podinfo spec.service.retries: HTTPRoute retry"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("1 Canary(s) and 2 MetricTemplate(s) written; 1 field(s) not converted.\n"),
+        "{err}"
+    );
+
+    // stdin, vpc-lattice.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args([
+            "migrate",
+            "appmesh-to-gateway-api",
+            "-f",
+            "-",
+            "--gateway",
+            "default/lattice",
+            "--gateway-kind",
+            "vpc-lattice",
+            "--region",
+            "us-west-2",
+        ])
+        .current_dir(root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            std::fs::read_to_string(root().join("examples/podinfo/canary.yaml"))
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("type: cloudwatch") && stdout(&o).contains("region: us-west-2"));
+    assert!(
+        stderr(&o).contains("templateVariables.targetGroup: only known once the HTTPRoute exists"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn migrate_refuses_bad_input_naming_the_field_and_the_fix() {
+    let dir = scratch("migrate");
+    let gw = guide_with(&dir, "provider: appmesh:v1beta2", "provider: gatewayapi:v1");
+    let gw = gw.to_str().unwrap();
+    for (args, expected) in [
+        (
+            vec!["-f", gw, "--gateway", "gw/gw"],
+            "spec.provider: already \"gatewayapi:v1\"",
+        ),
+        (
+            vec![
+                "-f",
+                "examples/podinfo/deployment.yaml",
+                "--gateway",
+                "gw/gw",
+            ],
+            "is not a Canary",
+        ),
+        (
+            vec!["-f", "examples/podinfo/canary.yaml", "--gateway", "gateway"],
+            "is not NAMESPACE/NAME[/SECTION]",
+        ),
+        (
+            vec![
+                "-f",
+                "examples/podinfo/canary.yaml",
+                "--gateway",
+                "gw/gw",
+                "--gateway-kind",
+                "vpc-lattice",
+            ],
+            "--region is required",
+        ),
+    ] {
+        let o = migrate(&args);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "{args:?}: nothing to apply");
+    }
+    let o = migrate(&["-f", "examples/podinfo/canary.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "clap's usage error");
+    assert!(
+        stderr(&o).contains("--gateway <NAMESPACE/NAME[/SECTION]>"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1,5 +1,6 @@
 pub mod crds;
 pub mod loadtester;
+pub mod migrate;
 pub mod operator;
 pub mod policy;
 pub mod policy_file;
