@@ -1,5 +1,5 @@
 //! The `fledge` command: the operator, the simulator and policy tools.
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cli;
@@ -30,6 +30,8 @@ enum Command {
     Loadtester(cli::loadtester::Args),
     /// Prints the version, the CRD API versions served and the policy contract (WIT package).
     Version(cli::version::Args),
+    /// Writes the reference pages generated from the code: docs/reference/cli.md and crds.md.
+    Docs(cli::docs::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         // Sets up its own log format, as the operator does.
         Command::Loadtester(args) => cli::loadtester::run(args),
         Command::Version(args) => cli::version::run(args),
+        Command::Docs(args) => cli::docs::run(args, Cli::command()),
     })
 }
 
