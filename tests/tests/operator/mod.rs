@@ -26,6 +26,7 @@ use super::{apply, manifest, ssa, wait_for, world};
 mod alerts;
 mod crash;
 mod crds;
+mod flagger_swap;
 mod image;
 mod install;
 mod journal;
