@@ -1,5 +1,5 @@
 //! The `fledge` command: the operator, the simulator and policy tools.
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cli;
@@ -33,6 +33,8 @@ enum Command {
     Migrate(cli::migrate::Command),
     /// Prints the version, the CRD API versions served and the policy contract (WIT package).
     Version(cli::version::Args),
+    /// Writes the reference pages generated from the code: docs/reference/cli.md and crds.md.
+    Docs(cli::docs::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Loadtester(args) => cli::loadtester::run(args),
         Command::Version(args) => cli::version::run(args),
         Command::Migrate(cmd) => cli::migrate::run(cmd),
+        Command::Docs(args) => cli::docs::run(args, Cli::command()),
     })
 }
 

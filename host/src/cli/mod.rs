@@ -1,4 +1,6 @@
 pub mod crds;
+pub mod docs;
+pub mod docs_errors;
 pub mod loadtester;
 pub mod migrate;
 pub mod operator;

@@ -13,6 +13,7 @@
 //! - [`journal`]: every policy decision as a JSON line, for `fledge policy replay`.
 //! - [`crd`]: the CRDs `fledge crds` prints.
 //! - [`cache`]: the watched objects reconciles read instead of GETs.
+pub mod adopt;
 pub mod cache;
 pub mod crd;
 pub mod events;

@@ -13,6 +13,7 @@
 //! not yet finished, because the operator died, lost its Lease or an action
 //! failed, is finished by the next reconcile before anything else: its
 //! actions are carried out again and its Events not yet published are.
+use super::adopt;
 use super::events::{self, Delivery};
 use super::metrics::Checker;
 use super::policies::shadow::{Shadow, Shadowed, Verdict};
@@ -200,6 +201,25 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         &rollout.target,
         rollout.canary_ready_threshold,
     );
+    let primary_template = observed
+        .primary
+        .as_ref()
+        .and_then(|p| serde_json::to_value(p).ok())
+        .map(|mut p| p["spec"]["template"].take());
+    if adopt::is_foreign_promotion(
+        &status,
+        &observed.revision,
+        &observed.configs,
+        &workload.promoted_template(&observed),
+        primary_template.as_ref(),
+    ) {
+        // Flagger's hashes are not Fledge's: its promotion of this revision is
+        // recorded in Fledge's terms, and the primary keeps running untouched.
+        let next = adopt::adopted(&status, &observed.revision);
+        status::write(&api, obj.name(), &status::merge_patch(&status, &next)).await?;
+        tracing::info!(canary = %obj.id(), namespace = obj.namespace(), revision = %observed.revision, previous = %status.last_applied_spec, "adopted the promoted revision of a status Fledge did not write");
+        status = next;
+    }
     let old = status.to_core();
 
     let next_step = status

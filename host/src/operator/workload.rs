@@ -464,6 +464,11 @@ impl<'a> Workload<'a> {
         })
     }
 
+    /// The pod template a promotion of the target would give the primary.
+    pub fn promoted_template(&self, obs: &Observed) -> Value {
+        self.primary_deployment(obs, false)["spec"]["template"].take()
+    }
+
     /// Flagger writes a random `flagger-id` so every promotion rolls the
     /// primary; deriving it from the Canary and the revision does the same
     /// and keeps a repeated promotion of one revision a no-op.

@@ -27,6 +27,7 @@ mod alerts;
 mod crash;
 mod crds;
 mod gateway_sim;
+mod flagger_swap;
 mod image;
 mod install;
 mod journal;
