@@ -123,7 +123,9 @@ if [[ -z "$binary" ]]; then
     echo "image.sh: building a static release binary (takes a while)" >&2
     (cd "$repo" && FLEDGE_GIT_REVISION="$revision" RUSTFLAGS='-C target-feature=+crt-static' \
         cargo build --release --locked -p fledge --bin fledge --target x86_64-unknown-linux-gnu)
-    binary="$repo/target/x86_64-unknown-linux-gnu/release/fledge"
+    # Where cargo put it: CARGO_TARGET_DIR or build.target-dir move it out of target/.
+    target_dir="$(cd "$repo" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+    binary="${target_dir:-$repo/target}/x86_64-unknown-linux-gnu/release/fledge"
 fi
 [[ -f "$binary" && -x "$binary" ]] || die "--binary $binary is not an executable file; build it first (cargo build --bin fledge)"
 for tool in tar gzip sha256sum ldd; do
