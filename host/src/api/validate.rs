@@ -64,12 +64,12 @@ pub struct Validated {
 /// Providers that select the App Mesh v1beta2 router. `appmesh` is Flagger's
 /// legacy v1beta1 provider; Fledge serves it with the v1beta2 objects.
 const APPMESH_PROVIDERS: &[&str] = &["appmesh:v1beta2", "appmesh"];
+/// The provider of the Gateway API router (HTTPRoute `gateway.networking.k8s.io/v1`).
+pub const GATEWAY_API_PROVIDER: &str = "gatewayapi:v1";
 /// Providers Flagger knows that Fledge does not route (yet).
 const OTHER_FLAGGER_PROVIDERS: &[&str] = &[
     "apisix",
     "contour",
-    "gatewayapi:v1",
-    "gatewayapi:v1beta1",
     "gloo",
     "istio",
     "knative",
@@ -84,6 +84,7 @@ const OTHER_FLAGGER_PROVIDERS: &[&str] = &[
     "smi:v1alpha3",
     "traefik",
 ];
+const SUPPORTED: &str = "use provider: appmesh:v1beta2 or provider: gatewayapi:v1";
 
 /// Checks a Canary. `Err` holds every error found, not just the first.
 pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
@@ -142,18 +143,27 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
         .provider
         .clone()
         .unwrap_or_else(|| "appmesh:v1beta2".to_string());
-    if !APPMESH_PROVIDERS.contains(&provider.as_str()) {
+    let gateway = provider == GATEWAY_API_PROVIDER;
+    if gateway {
+        // Checked with spec.service below.
+    } else if provider == "gatewayapi:v1beta1" || provider == "gatewayapi" {
+        errors.push(issue(
+            "spec.provider",
+            format!("`{provider}` is not supported by Fledge"),
+            "Fledge writes HTTPRoutes of gateway.networking.k8s.io/v1: write provider: gatewayapi:v1",
+        ));
+    } else if !APPMESH_PROVIDERS.contains(&provider.as_str()) {
         if OTHER_FLAGGER_PROVIDERS.contains(&provider.as_str()) {
             errors.push(issue(
                 "spec.provider",
                 format!("`{provider}` is not supported by Fledge"),
-                "use provider: appmesh:v1beta2",
+                SUPPORTED,
             ));
         } else {
             errors.push(issue(
                 "spec.provider",
                 format!("unknown provider `{provider}`"),
-                "use provider: appmesh:v1beta2",
+                SUPPORTED,
             ));
         }
     } else if provider == "appmesh" {
@@ -162,6 +172,9 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
             "`appmesh` is the legacy App Mesh v1beta1 provider",
             "Fledge manages appmesh.k8s.aws/v1beta2 objects; write provider: appmesh:v1beta2",
         ));
+    }
+    if gateway {
+        gateway::check(canary, spec, &mut errors, &mut warnings);
     }
 
     let mut apex = target.clone();
@@ -213,7 +226,10 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
                     );
                 }
             }
-            let ignored: [(&str, bool); 8] = [
+            let ignored: Vec<(&str, bool)> = if gateway {
+                gateway::ignored_service_fields(svc)
+            } else {
+                vec![
                 ("hosts", svc.hosts.is_some()),
                 ("gateways", svc.gateways.is_some()),
                 ("gatewayRefs", svc.gateway_refs.is_some()),
@@ -222,12 +238,14 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
                 ("trafficPolicy", svc.traffic_policy.is_some()),
                 ("headers", svc.headers.is_some()),
                 ("rewrite", svc.rewrite.is_some()),
-            ];
+                ]
+            };
+            let with = if gateway { "gatewayapi:v1" } else { "App Mesh" };
             for (field, set) in ignored {
                 if set {
                     warnings.push(issue(
                         format!("spec.service.{field}"),
-                        "not used with App Mesh",
+                        format!("not used with {with}"),
                         "it is ignored; remove it or keep it for other providers",
                     ));
                 }
@@ -256,6 +274,14 @@ pub fn validate(canary: &Canary) -> Result<Validated, Vec<Issue>> {
     let skip_analysis = spec.skip_analysis.unwrap_or(false) || analysis_spec.is_none();
 
     let analysis = analysis(a, analysis_spec.is_some(), &mut errors, &mut warnings);
+    if gateway {
+        // The A/B conditions the HTTPRoute cannot carry are errors (above);
+        // the other notes speak of the router in use.
+        warnings.retain(|w| !(w.field.starts_with("spec.analysis.match[") && w.problem.contains("App Mesh")));
+        for w in warnings.iter_mut().filter(|w| w.field.starts_with("spec.analysis")) {
+            w.problem = w.problem.replace("App Mesh", "Fledge's gatewayapi:v1 router");
+        }
+    }
     let strategy = analysis.strategy();
     let metrics = metrics(a, &namespace, &mut errors);
     let webhooks = webhooks(a, &mut errors);
@@ -432,6 +458,7 @@ fn weight(v: Option<i64>, field: &str, errors: &mut Vec<Issue>) -> Option<u32> {
 }
 
 mod analysis;
+mod gateway;
 use analysis::{alerts, analysis, metrics, webhooks};
 
 #[cfg(test)]

@@ -18,8 +18,13 @@ pub struct Args {
         default_value = "http://prometheus:9090"
     )]
     metrics_server: String,
-    /// Provider of Canaries without spec.provider.
-    #[arg(long, env = "FLEDGE_MESH_PROVIDER", default_value = "appmesh:v1beta2")]
+    /// Provider of Canaries without spec.provider; the operator waits for its CRDs at start-up.
+    #[arg(
+        long,
+        env = "FLEDGE_MESH_PROVIDER",
+        default_value = "appmesh:v1beta2",
+        value_parser = ["appmesh:v1beta2", "appmesh", "gatewayapi:v1"]
+    )]
     mesh_provider: String,
     /// Watch only this namespace (default: all).
     #[arg(long, env = "FLEDGE_NAMESPACE")]

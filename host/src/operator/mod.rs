@@ -110,6 +110,9 @@ pub struct Context {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Deployments, HPAs, Services, configs and mesh objects as the watches see them.
     pub cache: Arc<cache::Cache>,
+    /// Routers' kinds (`plural.group/version`) not served at the start and
+    /// not seen since: a Canary needing one waits for its CRD.
+    pub unserved: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Context {
@@ -161,24 +164,42 @@ async fn client(config: &Config) -> Result<Client> {
     Client::try_from(kube_config).context("building the Kubernetes client")
 }
 
-/// Waits until every kind the routers write is served; says what is missing.
-async fn await_mesh_kinds(client: &Client, routers: &[Box<dyn router::Router>], health: &Health) {
+/// `plural.group/version` of a kind, as a CRD is known.
+pub fn kind_name(ar: &kube::api::ApiResource) -> String {
+    format!("{}.{}/{}", ar.plural, ar.group, ar.version)
+}
+
+/// Which of `kinds` the API server serves now.
+async fn served(client: &Client, kinds: &[kube::api::ApiResource]) -> (Vec<kube::api::ApiResource>, Vec<String>) {
+    let mut yes = Vec::new();
+    let mut no = Vec::new();
+    for ar in kinds {
+        let gvk = kube::api::GroupVersionKind::gvk(&ar.group, &ar.version, &ar.kind);
+        if kube::discovery::pinned_kind(client, &gvk).await.is_ok() {
+            yes.push(ar.clone());
+        } else {
+            no.push(kind_name(ar));
+        }
+    }
+    (yes, no)
+}
+
+/// Waits until every kind of `router` (the `--mesh-provider` router) is
+/// served; says what is missing.
+async fn await_mesh_kinds(client: &Client, router: &dyn router::Router, provider: &str, health: &Health) {
     let mut said = false;
     loop {
-        let mut missing = Vec::new();
-        for r in routers {
-            for ar in r.kinds() {
-                let gvk = kube::api::GroupVersionKind::gvk(&ar.group, &ar.version, &ar.kind);
-                if kube::discovery::pinned_kind(client, &gvk).await.is_err() {
-                    missing.push(format!("{}.{}/{}", ar.plural, ar.group, ar.version));
-                }
-            }
-        }
+        let (_, missing) = served(client, &router.kinds()).await;
         if missing.is_empty() {
             return;
         }
+        let install = if router.providers().contains(&router::gateway_api::PROVIDER) {
+            "install the Gateway API CRDs (standard channel)"
+        } else {
+            "install the App Mesh controller or its CRDs"
+        };
         let why = format!(
-            "the App Mesh CRDs are not installed ({}): install the App Mesh controller or its CRDs; Fledge waits for them",
+            "the CRDs of --mesh-provider {provider} are not installed ({}): {install}; Fledge waits for them",
             missing.join(", ")
         );
         if !said {
@@ -211,14 +232,17 @@ pub async fn run(config: Config) -> Result<()> {
     .context("starting the policy runtime")?;
     let judge = runtime.builtin().context("loading the built-in policy")?;
     telemetry.known_policy(&judge);
-    let routers: Vec<Box<dyn router::Router>> =
-        vec![Box::new(router::appmesh::AppMesh::new(client.clone()))];
-    let kinds: Vec<_> = routers.iter().flat_map(|r| r.kinds()).collect();
-    let (cache, writers) = cache::Cache::new(&kinds);
-    let cache = Arc::new(cache);
-    for r in &routers {
-        r.use_cache(cache.clone());
-    }
+    let routers: Vec<Box<dyn router::Router>> = vec![
+        Box::new(router::appmesh::AppMesh::new(client.clone())),
+        Box::new(router::gateway_api::GatewayApi::new(client.clone())),
+    ];
+    let default_router = router::for_provider(&routers, &config.mesh_provider).with_context(|| {
+        format!(
+            "--mesh-provider {}: no such router; use appmesh:v1beta2 or {}",
+            config.mesh_provider,
+            router::gateway_api::PROVIDER
+        )
+    })?;
 
     // True once SIGTERM/SIGINT arrives (or the Lease is lost, below).
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -241,8 +265,20 @@ pub async fn run(config: Config) -> Result<()> {
     };
 
     tokio::select! {
-        _ = await_mesh_kinds(&client, &routers, &health) => {}
+        _ = await_mesh_kinds(&client, default_router, &config.mesh_provider, &health) => {}
         _ = until_stopping(stopping.clone()) => return Ok(()),
+    }
+    // The other routers' kinds are watched when served; a Canary of a router
+    // whose CRDs are missing is told so (reconcile::unserved).
+    let all: Vec<_> = routers.iter().flat_map(|r| r.kinds()).collect();
+    let (kinds, missing) = served(&client, &all).await;
+    if !missing.is_empty() {
+        tracing::warn!("not watching {} (CRDs not installed); Canaries of their providers wait for them", missing.join(", "));
+    }
+    let (cache, writers) = cache::Cache::new(&kinds);
+    let cache = Arc::new(cache);
+    for r in &routers {
+        r.use_cache(cache.clone());
     }
 
     let lease = if config.leader_election {
@@ -312,6 +348,7 @@ pub async fn run(config: Config) -> Result<()> {
         config: config.clone(),
         stopping: stopping.clone(),
         cache,
+        unserved: Mutex::new(missing.into_iter().collect()),
     });
 
     if let Some((rx, _)) = &lease {

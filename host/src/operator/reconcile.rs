@@ -83,7 +83,10 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         let issue = Issue {
             field: "spec.provider".into(),
             problem: format!("`{}` has no router in this operator", rollout.provider),
-            fix: "use provider: appmesh:v1beta2".into(),
+            fix: format!(
+                "use provider: appmesh:v1beta2 or {}",
+                router::gateway_api::PROVIDER
+            ),
         };
         return invalid(&obj, &ctx, &api, &status, vec![issue], now).await;
     };
@@ -102,6 +105,9 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
 
     if obj.metadata.deletion_timestamp.is_some() {
         return finalize(&obj, &ctx, &api, &rollout, router).await;
+    }
+    if let Some(issue) = unserved(&ctx, router, &rollout.provider).await {
+        return refuse(&obj, &ctx, &api, &status, vec![issue], now, "CRDNotInstalled").await;
     }
     // The policy in force now; an analysis in flight may keep its own (below).
     let selected = match policies::select::select(obj.namespace(), spec.policy.as_ref(), |k| {
@@ -743,6 +749,43 @@ async fn forward_event(
 /// A Canary that cannot be acted on: a `Valid=False` condition and one
 /// Warning Event per problem, once per distinct set of problems. Nothing is
 /// created or changed; a corrected spec triggers a new reconcile.
+/// Why `router`'s kinds cannot be used yet, when a CRD is missing. Kinds
+/// missing at the start are looked up again, so a CRD installed later is
+/// used (without a watch until the operator restarts).
+async fn unserved(ctx: &Context, router: &dyn router::Router, provider: &str) -> Option<Issue> {
+    let mut unserved = ctx.unserved.lock().await;
+    let mut missing = Vec::new();
+    for ar in router.kinds() {
+        let name = super::kind_name(&ar);
+        if !unserved.contains(&name) {
+            continue;
+        }
+        let gvk = kube::api::GroupVersionKind::gvk(&ar.group, &ar.version, &ar.kind);
+        if kube::discovery::pinned_kind(&ctx.client, &gvk).await.is_ok() {
+            tracing::info!("{name} is served now; Fledge reads it without a watch until it restarts");
+            unserved.remove(&name);
+        } else {
+            missing.push(name);
+        }
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    let install = if router.providers().contains(&router::gateway_api::PROVIDER) {
+        "install the Gateway API CRDs (standard channel, which serves HTTPRoute v1)"
+    } else {
+        "install the App Mesh controller or its CRDs"
+    };
+    Some(Issue {
+        field: "spec.provider".into(),
+        problem: format!(
+            "`{provider}` needs the CRD {}, which the cluster does not serve; no traffic is changed",
+            missing.join(", ")
+        ),
+        fix: format!("{install}, or use another provider"),
+    })
+}
+
 async fn invalid(
     obj: &CanaryObject,
     ctx: &Context,
@@ -751,17 +794,31 @@ async fn invalid(
     issues: Vec<Issue>,
     now: Timestamp,
 ) -> Result<Requeue, Error> {
+    refuse(obj, ctx, api, status, issues, now, "InvalidSpec").await
+}
+
+/// Sets the Valid condition to False with `reason`, and publishes one
+/// Warning Event per issue when it changes.
+async fn refuse(
+    obj: &CanaryObject,
+    ctx: &Context,
+    api: &Api<CanaryObject>,
+    status: &CanaryStatus,
+    issues: Vec<Issue>,
+    now: Timestamp,
+    reason: &str,
+) -> Result<Requeue, Error> {
     let message = issues
         .iter()
         .map(Issue::to_string)
         .collect::<Vec<_>>()
         .join("; ");
     let mut next = status.clone();
-    next.set_condition(VALID, "False", "InvalidSpec", &message, now);
+    next.set_condition(VALID, "False", reason, &message, now);
     if status.condition(VALID) != next.condition(VALID) {
         for i in &issues {
             let text = format!("Invalid {}: {i}", obj.id());
-            ctx.recorder.publish(obj, true, "InvalidSpec", &text).await;
+            ctx.recorder.publish(obj, true, reason, &text).await;
             events::log(obj, true, &text);
         }
         let patch = status::merge_patch(status, &next);

@@ -399,6 +399,8 @@ async fn grants(cluster: &'static Cluster, via: Via, ns: &str) -> Result<()> {
             true,
         ),
         (vec!["patch", "virtualrouters.appmesh.k8s.aws"], own, true),
+        (vec!["patch", "httproutes.gateway.networking.k8s.io"], own, true),
+        (vec!["watch", "httproutes.gateway.networking.k8s.io"], own, true),
         (vec!["create", "events.events.k8s.io"], own, true),
         (vec!["get", "secrets"], own, true),
         // Server-side apply of an object that does not exist yet is a create.

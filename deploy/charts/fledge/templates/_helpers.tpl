@@ -83,4 +83,7 @@ the operator makes; docs/install.md says what each rule is for.
 - apiGroups: [appmesh.k8s.aws]
   resources: [virtualrouters]
   verbs: [create, get, list, watch, patch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, list, watch, create, update, patch, delete]
 {{- end }}

@@ -5,6 +5,7 @@
 //! Each call sets the world to a value derived from the Canary and the plan,
 //! so calling it twice is the same as calling it once.
 pub mod appmesh;
+pub mod gateway_api;
 
 use crate::api::Issue;
 use crate::core::{Rollout, Routes};
