@@ -106,7 +106,8 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     if obj.metadata.deletion_timestamp.is_some() {
         return finalize(&obj, &ctx, &api, &rollout, router).await;
     }
-    if let Some(issue) = unserved(&ctx, router, &rollout.provider).await {
+    // The router moved to must be served before anything moves to it.
+    if let Some(issue) = unserved(&ctx, wanted_router, &wanted).await {
         return refuse(&obj, &ctx, &api, &status, vec![issue], now, "CRDNotInstalled").await;
     }
     // The policy in force now; an analysis in flight may keep its own (below).

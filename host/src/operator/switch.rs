@@ -241,9 +241,8 @@ pub async fn advance(
                     !matches!(tell.prev, Some(c) if c.reason == MOVING || c.reason == WAITING);
                 // The new router starts with everything on the primary,
                 // whatever the old one holds: the primary is what is promoted.
-                new.reconcile(t)
-                    .await
-                    .with_context(|| format!("creating the {wanted} objects of {id}"))?;
+                // The split first, so no object of the new router ever
+                // routes elsewhere; then the rest, keeping that split.
                 let all_primary = RoutePlan {
                     primary_weight: 100,
                     canary_weight: 0,
@@ -252,6 +251,9 @@ pub async fn advance(
                 new.set_routes(t, &all_primary)
                     .await
                     .with_context(|| format!("routing {id} to its primary through {wanted}"))?;
+                new.reconcile(t)
+                    .await
+                    .with_context(|| format!("creating the {wanted} objects of {id}"))?;
                 if entering {
                     tell.notes.push(Note {
                         warning: false,
@@ -362,8 +364,8 @@ mod tests {
     struct Fake {
         providers: &'static [&'static str],
         calls: Arc<Mutex<Vec<String>>>,
-        ready: Mutex<Option<Ready>>,
-        retirement: Mutex<Retirement>,
+        ready: Arc<Mutex<Option<Ready>>>,
+        retirement: Arc<Mutex<Retirement>>,
         needs: Vec<Issue>,
     }
 
@@ -372,7 +374,7 @@ mod tests {
             Fake {
                 providers,
                 calls: calls.clone(),
-                ready: Mutex::new(Some(Ready::No("route not accepted yet".into()))),
+                ready: Arc::new(Mutex::new(Some(Ready::No("route not accepted yet".into())))),
                 ..Default::default()
             }
         }
@@ -438,6 +440,10 @@ mod tests {
     struct World {
         routers: Vec<Box<dyn Router>>,
         calls: Arc<Mutex<Vec<String>>>,
+        /// What the new router answers to `ready`.
+        new_ready: Arc<Mutex<Option<Ready>>>,
+        /// What the old router answers to `retire`.
+        old_retirement: Arc<Mutex<Retirement>>,
         rollout: crate::core::Rollout,
         service: Value,
         annotations: BTreeMap<String, String>,
@@ -452,6 +458,8 @@ mod tests {
             let old = Fake::new(&["old", "old:v2"], &calls);
             let newer = new(Fake::new(&["new"], &calls));
             World {
+                new_ready: newer.ready.clone(),
+                old_retirement: old.retirement.clone(),
                 routers: vec![Box::new(old), Box::new(newer)],
                 calls,
                 rollout,
@@ -466,11 +474,6 @@ mod tests {
                     ..Default::default()
                 },
             }
-        }
-
-        fn fake(&self, i: usize) -> &Fake {
-            // Both routers are `Fake`s: read them back through a pointer cast.
-            unsafe { &*(self.routers[i].as_ref() as *const dyn Router as *const Fake) }
         }
 
         /// One reconcile wanting `wanted`; its status is kept as the reconcile keeps it.
@@ -531,7 +534,7 @@ mod tests {
         // The new objects carry everything to the primary; the old router is not touched.
         assert_eq!(
             w.take_calls(),
-            ["new reconcile", "new set_routes 100/0", "new ready"]
+            ["new set_routes 100/0", "new reconcile", "new ready"]
         );
         assert_eq!(w.status.router.as_ref().unwrap().provider, "old");
         assert_eq!(m.hold, Some(READY_POLL));
@@ -552,7 +555,7 @@ mod tests {
     async fn once_ready_the_switch_is_recorded_then_the_old_objects_retire() {
         let mut w = World::new("Succeeded", |f| f);
         w.reconcile("new").await;
-        *w.fake(1).ready.lock().unwrap() = Some(Ready::Yes);
+        *w.new_ready.lock().unwrap() = Some(Ready::Yes);
         w.take_calls();
 
         let m = w.reconcile("new").await;
@@ -568,7 +571,7 @@ mod tests {
         assert!(m.hold.is_some());
         assert!(!w.take_calls().iter().any(|c| c.ends_with("retire")));
 
-        *w.fake(0).retirement.lock().unwrap() = Retirement {
+        *w.old_retirement.lock().unwrap() = Retirement {
             deleted: vec!["VirtualService podinfo".into()],
             ..Default::default()
         };
@@ -590,7 +593,7 @@ mod tests {
     async fn mid_analysis_the_switch_waits_for_the_analysis_to_end() {
         for phase in ["Progressing", "WaitingPromotion", "Promoting", "Finalising"] {
             let mut w = World::new(phase, |f| f);
-            *w.fake(1).ready.lock().unwrap() = Some(Ready::Yes);
+            *w.new_ready.lock().unwrap() = Some(Ready::Yes);
             let m = w.reconcile("new").await;
             assert_eq!(m.stage, Stage::Deferred, "{phase}");
             assert!(w.take_calls().is_empty(), "{phase}: no router is touched");
@@ -659,7 +662,7 @@ mod tests {
             provider: "new".into(),
             retiring: Some("old".into()),
         });
-        *w.fake(0).retirement.lock().unwrap() = Retirement {
+        *w.old_retirement.lock().unwrap() = Retirement {
             deleted: vec!["VirtualRouter podinfo".into()],
             kept: vec!["VirtualNode podinfo-primary".into()],
             why: "namespace test has label appmesh.k8s.aws/sidecarInjectorWebhook=enabled".into(),
@@ -672,18 +675,52 @@ mod tests {
         assert_eq!(m.hold, None);
 
         // Still on: retried, not told again.
-        w.fake(0).retirement.lock().unwrap().deleted.clear();
+        w.old_retirement.lock().unwrap().deleted.clear();
         let m = w.reconcile("new").await;
         assert_eq!(w.take_calls(), ["old retire", "old retire"]);
         assert!(m.notes.is_empty(), "{:?}", m.notes);
 
         // Injection off and the pods restarted: the nodes go.
-        *w.fake(0).retirement.lock().unwrap() = Retirement {
+        *w.old_retirement.lock().unwrap() = Retirement {
             deleted: vec!["VirtualNode podinfo-primary".into()],
             ..Default::default()
         };
         let m = w.reconcile("new").await;
         assert_eq!(reasons(&m), [("Retired", false), (SWITCHED, false)]);
         assert_eq!(w.status.router.as_ref().unwrap().retiring, None);
+    }
+}
+
+#[cfg(test)]
+mod record {
+    use super::*;
+
+    #[test]
+    fn status_router_is_optional_and_survives_a_round_trip() {
+        let stored = serde_json::json!({
+            "phase": "Succeeded",
+            "router": {"provider": "gatewayapi:v1", "retiring": "appmesh:v1beta2"},
+        });
+        let s: CanaryStatus = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(
+            s.router,
+            Some(RouterInUse {
+                provider: "gatewayapi:v1".into(),
+                retiring: Some("appmesh:v1beta2".into())
+            })
+        );
+        assert_eq!(serde_json::to_value(&s).unwrap()["router"], stored["router"]);
+        // Written by hand into something else: dropped, not an unreadable status.
+        let s: CanaryStatus =
+            serde_json::from_value(serde_json::json!({"router": "appmesh"})).unwrap();
+        assert_eq!(s.router, None);
+        // The CRD does not require it, so Canaries written by Flagger stay valid.
+        let schema = crate::operator::crd::schema_of::<CanaryStatus>();
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
+        assert!(!required.contains(&serde_json::json!("router")));
+        assert_eq!(
+            schema["properties"]["router"]["required"],
+            serde_json::json!(["provider"])
+        );
     }
 }
