@@ -108,7 +108,16 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     }
     // The router moved to must be served before anything moves to it.
     if let Some(issue) = unserved(&ctx, wanted_router, &wanted).await {
-        return refuse(&obj, &ctx, &api, &status, vec![issue], now, "CRDNotInstalled").await;
+        return refuse(
+            &obj,
+            &ctx,
+            &api,
+            &status,
+            vec![issue],
+            now,
+            "CRDNotInstalled",
+        )
+        .await;
     }
     // The policy in force now; an analysis in flight may keep its own (below).
     let selected = match policies::select::select(obj.namespace(), spec.policy.as_ref(), |k| {
@@ -762,8 +771,13 @@ async fn unserved(ctx: &Context, router: &dyn router::Router, provider: &str) ->
             continue;
         }
         let gvk = kube::api::GroupVersionKind::gvk(&ar.group, &ar.version, &ar.kind);
-        if kube::discovery::pinned_kind(&ctx.client, &gvk).await.is_ok() {
-            tracing::info!("{name} is served now; Fledge reads it without a watch until it restarts");
+        if kube::discovery::pinned_kind(&ctx.client, &gvk)
+            .await
+            .is_ok()
+        {
+            tracing::info!(
+                "{name} is served now; Fledge reads it without a watch until it restarts"
+            );
             unserved.remove(&name);
         } else {
             missing.push(name);
@@ -854,7 +868,9 @@ async fn save_switch(
         *status = next;
     }
     for n in &moved.notes {
-        ctx.recorder.publish(obj, n.warning, n.reason, &n.message).await;
+        ctx.recorder
+            .publish(obj, n.warning, n.reason, &n.message)
+            .await;
         events::log(obj, n.warning, &n.message);
     }
     Ok(())

@@ -199,7 +199,10 @@ pub async fn advance(
                 tell.say(
                     "False",
                     "Cancelled",
-                    format!("spec.provider is {wanted} again: {id} stays on {}", record.provider),
+                    format!(
+                        "spec.provider is {wanted} again: {id} stays on {}",
+                        record.provider
+                    ),
                     false,
                     false,
                 );
@@ -312,7 +315,10 @@ pub async fn advance(
                         tell.notes.push(Note {
                             warning: false,
                             reason: "Retired",
-                            message: format!("Deleted the {from} objects of {id}: {}", r.deleted.join(", ")),
+                            message: format!(
+                                "Deleted the {from} objects of {id}: {}",
+                                r.deleted.join(", ")
+                            ),
                         });
                     }
                     if r.done() {
@@ -320,7 +326,10 @@ pub async fn advance(
                         tell.say(
                             "True",
                             SWITCHED,
-                            format!("{} carries the traffic of {id}; the {from} objects are gone", record.provider),
+                            format!(
+                                "{} carries the traffic of {id}; the {from} objects are gone",
+                                record.provider
+                            ),
                             false,
                             true,
                         );
@@ -541,7 +550,11 @@ mod tests {
         assert_eq!(reasons(&m), [(MOVING, false), (WAITING, false)]);
         let c = w.status.condition(CONDITION).unwrap();
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", WAITING));
-        assert!(c.message.contains("route not accepted yet"), "{}", c.message);
+        assert!(
+            c.message.contains("route not accepted yet"),
+            "{}",
+            c.message
+        );
 
         // Still not ready: the same again, told once.
         let m = w.reconcile("new").await;
@@ -642,7 +655,9 @@ mod tests {
         assert!(w.take_calls().is_empty(), "nothing is created");
         assert_eq!(w.status.router.as_ref().unwrap().provider, "old");
         assert_eq!(reasons(&m), [(INVALID, true)]);
-        assert!(m.notes[0].message.contains("spec.service.gatewayRefs: missing; name the Gateway"));
+        assert!(m.notes[0]
+            .message
+            .contains("spec.service.gatewayRefs: missing; name the Gateway"));
         let c = w.status.condition(CONDITION).unwrap();
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", INVALID));
         assert!(m.hold.is_some());
@@ -669,9 +684,16 @@ mod tests {
         };
         let m = w.reconcile("new").await;
         assert_eq!(reasons(&m), [("Retired", false), (RETIRE_PENDING, true)]);
-        assert!(m.notes[1].message.contains("VirtualNode podinfo-primary kept"));
-        assert!(m.notes[1].message.contains("sidecarInjectorWebhook=enabled"));
-        assert_eq!(w.status.router.as_ref().unwrap().retiring.as_deref(), Some("old"));
+        assert!(m.notes[1]
+            .message
+            .contains("VirtualNode podinfo-primary kept"));
+        assert!(m.notes[1]
+            .message
+            .contains("sidecarInjectorWebhook=enabled"));
+        assert_eq!(
+            w.status.router.as_ref().unwrap().retiring.as_deref(),
+            Some("old")
+        );
         assert_eq!(m.hold, None);
 
         // Still on: retried, not told again.
@@ -709,7 +731,10 @@ mod record {
                 retiring: Some("appmesh:v1beta2".into())
             })
         );
-        assert_eq!(serde_json::to_value(&s).unwrap()["router"], stored["router"]);
+        assert_eq!(
+            serde_json::to_value(&s).unwrap()["router"],
+            stored["router"]
+        );
         // Written by hand into something else: dropped, not an unreadable status.
         let s: CanaryStatus =
             serde_json::from_value(serde_json::json!({"router": "appmesh"})).unwrap();

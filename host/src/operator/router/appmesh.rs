@@ -120,7 +120,13 @@ impl AppMesh {
 
     /// Deletes `name` if the Canary `owner` owns it (Fledge made it); whether
     /// it did.
-    async fn delete_owned(&self, ar: &ApiResource, ns: &str, name: &str, owner: &str) -> Result<bool> {
+    async fn delete_owned(
+        &self,
+        ar: &ApiResource,
+        ns: &str,
+        name: &str,
+        owner: &str,
+    ) -> Result<bool> {
         let api = self.api(ar, ns);
         let Some(live) = api.get_opt(name).await? else {
             return Ok(false);
