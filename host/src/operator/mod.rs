@@ -26,6 +26,7 @@ pub mod resource;
 pub mod router;
 pub mod server;
 pub mod status;
+pub mod switch;
 pub mod telemetry;
 pub mod webhooks;
 pub mod workload;

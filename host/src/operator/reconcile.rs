@@ -21,6 +21,7 @@ use super::policies::{self, Chosen};
 use super::resource::CanaryObject;
 use super::router::{self, RouteTarget};
 use super::status::{self, CanaryStatus, Op, PendingAction, PendingStep, VALID};
+use super::switch;
 use super::webhooks;
 use super::workload::{BadReference, Workload};
 use super::Context;
@@ -78,8 +79,8 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         Ok(v) => v,
         Err(issues) => return invalid(&obj, &ctx, &api, &status, issues, now).await,
     };
-    let rollout = validated.rollout;
-    let Some(router) = router::for_provider(&ctx.routers, &rollout.provider) else {
+    let mut rollout = validated.rollout;
+    let Some(wanted_router) = router::for_provider(&ctx.routers, &rollout.provider) else {
         let issue = Issue {
             field: "spec.provider".into(),
             problem: format!("`{}` has no router in this operator", rollout.provider),
@@ -90,11 +91,24 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         };
         return invalid(&obj, &ctx, &api, &status, vec![issue], now).await;
     };
+    let wanted = rollout.provider.clone();
+    // The router that carries the traffic: the one recorded in the status
+    // until a switch to spec.provider's has been made (see [`switch`]).
+    let carrier = switch::recorded(&status, &wanted).provider;
+    let router = router::for_provider(&ctx.routers, &carrier).unwrap_or(wanted_router);
+    if !router::same(router, wanted_router)
+        && (switch::in_flight(status.phase()) || status.pending_step.is_some())
+    {
+        // The analysis in flight ends as it began: its metrics and weights
+        // are the recorded router's.
+        rollout.provider = carrier;
+    }
 
     if obj.metadata.deletion_timestamp.is_some() {
         return finalize(&obj, &ctx, &api, &rollout, router).await;
     }
-    if let Some(issue) = unserved(&ctx, router, &rollout.provider).await {
+    // The router moved to must be served before anything moves to it.
+    if let Some(issue) = unserved(&ctx, wanted_router, &wanted).await {
         return refuse(
             &obj,
             &ctx,
@@ -187,6 +201,14 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
             interval,
             Timestamp::now(),
         )));
+    }
+
+    let moved = switch::advance(&ctx.routers, &wanted, &target, &status).await?;
+    save_switch(&ctx, &obj, &api, &mut status, &moved, now).await?;
+    if let Some(after) = moved.hold {
+        // Moving routers: no analysis step until the new one carries the traffic.
+        ctx.telemetry.set_status(&rollout, status.phase());
+        return Ok(Requeue::requeue(after));
     }
 
     let routes = router.get_routes(&target).await?.unwrap_or_default();
@@ -841,6 +863,37 @@ async fn refuse(
     }
     // A target that does not exist yet may appear: look again later.
     Ok(Requeue::requeue(Duration::from_secs(60)))
+}
+
+/// Writes what a reconcile of the router switch changed in the status, then
+/// publishes its Events (after the write: a failed write tells nothing, and
+/// the next reconcile decides again).
+async fn save_switch(
+    ctx: &Context,
+    obj: &CanaryObject,
+    api: &Api<CanaryObject>,
+    status: &mut CanaryStatus,
+    moved: &switch::Moved,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let mut next = status.clone();
+    moved.apply(&mut next, now);
+    if next != *status {
+        let mut patch = status::merge_patch(status, &next);
+        // A cleared `retiring` must be written as null to go.
+        patch["status"]["router"] = status::router_patch(&moved.router);
+        status::write(api, obj.name(), &patch).await?;
+        let uid = obj.metadata.uid.clone().unwrap_or_default();
+        ctx.memo.lock().await.insert(uid, next.clone());
+        *status = next;
+    }
+    for n in &moved.notes {
+        ctx.recorder
+            .publish(obj, n.warning, n.reason, &n.message)
+            .await;
+        events::log(obj, n.warning, &n.message);
+    }
+    Ok(())
 }
 
 fn has_finalizer(obj: &CanaryObject) -> bool {

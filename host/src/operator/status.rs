@@ -93,6 +93,51 @@ pub struct CanaryStatus {
         deserialize_with = "lenient"
     )]
     pub pending_step: Option<PendingStep>,
+    /// Fledge: the router that carries the Canary's traffic. Absent on
+    /// Canaries Fledge has not reconciled since it started recording it:
+    /// those are on their `spec.provider`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_router"
+    )]
+    pub router: Option<RouterInUse>,
+}
+
+/// The router a Canary's traffic goes through (`status.router`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterInUse {
+    /// The provider whose router carries the traffic, as `spec.provider` names it.
+    pub provider: String,
+    /// The provider traffic moved away from, while its objects are still
+    /// being removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring: Option<String>,
+}
+
+/// A `status.router` that does not parse is treated as absent, as
+/// `pendingStep` is.
+fn lenient_router<'de, D>(d: D) -> Result<Option<RouterInUse>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    match serde_json::from_value(v) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an unreadable status.router");
+            Ok(None)
+        }
+    }
+}
+
+/// `status.router` as a merge patch writes it: a cleared `retiring` as null.
+pub fn router_patch(router: &RouterInUse) -> Value {
+    json!({ "provider": router.provider, "retiring": router.retiring })
 }
 
 /// The policy object (or the built-in fallback) in force for a Canary, and

@@ -9,7 +9,7 @@
 //! iterates a Go map, so its routes change order between reconciles); retry
 //! events are trimmed (`"a, b"` would be rejected by the schema); the
 //! VirtualServices are kept in step like the other objects.
-use super::{RouteTarget, Router};
+use super::{Retirement, RouteTarget, Router};
 use crate::api::duration;
 use crate::core::Routes;
 use crate::operator::cache::{self, Cache, Cached};
@@ -26,6 +26,10 @@ const GROUP: &str = "appmesh.k8s.aws";
 const VERSION: &str = "v1beta2";
 const FIELD_MANAGER: &str = "fledge";
 const ACCESS_LOG_ANNOTATION: &str = "appmesh.flagger.app/accesslog";
+/// The namespace label that has App Mesh's sidecar injector act on its pods.
+pub const INJECTOR_LABEL: &str = "appmesh.k8s.aws/sidecarInjectorWebhook";
+/// The container App Mesh's injector adds to a pod.
+const ENVOY_CONTAINER: &str = "envoy";
 
 pub struct AppMesh {
     client: Client,
@@ -112,6 +116,95 @@ impl AppMesh {
             cache::note_read(store, &c.writes, kind, ns, t.apex(), rv);
         }
         Ok(found.map(serde_json::to_value).transpose()?)
+    }
+
+    /// Deletes `name` if the Canary `owner` owns it (Fledge made it); whether
+    /// it did.
+    async fn delete_owned(
+        &self,
+        ar: &ApiResource,
+        ns: &str,
+        name: &str,
+        owner: &str,
+    ) -> Result<bool> {
+        let api = self.api(ar, ns);
+        let Some(live) = api.get_opt(name).await? else {
+            return Ok(false);
+        };
+        let owned = live
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == owner);
+        if !owned {
+            return Ok(false);
+        }
+        match api.delete(name, &Default::default()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("deleting {} {name}.{ns}", ar.kind)),
+        }
+    }
+
+    /// Why the VirtualNodes of `t` must stay: App Mesh's injector refuses
+    /// the pods no VirtualNode selects while it acts on the namespace, and
+    /// pods that still run its envoy sidecar need their VirtualNode.
+    async fn nodes_needed(&self, t: &RouteTarget<'_>) -> Result<Option<String>> {
+        use k8s_openapi::api::core::v1::{Namespace, Pod};
+        let ns = t.namespace();
+        let primary = t.rollout.primary();
+        let restart = format!(
+            "restart the workloads so their pods run without the sidecar (kubectl -n {ns} \
+             rollout restart deployment/{primary}); the VirtualNodes are deleted on a later reconcile"
+        );
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        match namespaces.get_opt(ns).await {
+            Ok(found) => {
+                let labels = found.and_then(|n| n.metadata.labels).unwrap_or_default();
+                if labels.get(INJECTOR_LABEL).map(String::as_str) == Some("enabled") {
+                    return Ok(Some(format!(
+                        "namespace {ns} has label {INJECTOR_LABEL}=enabled, and App Mesh's sidecar \
+                         injector refuses pods that no VirtualNode selects; remove the label \
+                         (kubectl label namespace {ns} {INJECTOR_LABEL}-), then {restart}"
+                    )));
+                }
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                return Ok(Some(format!(
+                    "the labels of namespace {ns} cannot be read ({}), so whether App Mesh's \
+                     sidecar injector still acts on it is unknown; once it does not and no pod \
+                     runs an envoy sidecar, delete the VirtualNodes by hand",
+                    e.message
+                )));
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading namespace {ns}")),
+        }
+        let (key, value) = t.label;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let selector = format!("{key} in ({value},{value}-primary)");
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .with_context(|| format!("listing the pods of {selector} in {ns}"))?;
+        let mut sidecars: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| {
+                p.spec
+                    .as_ref()
+                    .is_some_and(|s| s.containers.iter().any(|c| c.name == ENVOY_CONTAINER))
+            })
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        if sidecars.is_empty() {
+            return Ok(None);
+        }
+        sidecars.sort();
+        Ok(Some(format!(
+            "pods {} still run App Mesh's envoy sidecar; {restart}",
+            sidecars.join(", ")
+        )))
     }
 
     async fn apply_router(
@@ -500,6 +593,52 @@ impl Router for AppMesh {
         // The mesh objects are owned by the Canary: the garbage collector
         // removes them, and the apex Service now selects the target again.
         async { Ok(()) }.boxed()
+    }
+
+    /// The VirtualServices and VirtualRouters go at once; the VirtualNodes
+    /// once no pod of the Canary can need one (see `nodes_needed`).
+    fn retire<'a>(&'a self, t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<Retirement>> {
+        async move {
+            let ns = t.namespace();
+            let apex = t.apex();
+            let owner = t.owner.uid.as_str();
+            let canary = format!("{apex}-canary");
+            let mut out = Retirement::default();
+            // The services first: they name the routers.
+            let routing = [
+                (&self.service, apex),
+                (&self.service, canary.as_str()),
+                (&self.router, apex),
+                (&self.router, canary.as_str()),
+            ];
+            for (ar, name) in routing {
+                if self.delete_owned(ar, ns, name, owner).await? {
+                    out.deleted.push(format!("{} {name}", ar.kind));
+                }
+            }
+            let nodes = [format!("{apex}-primary"), canary.clone()];
+            match self.nodes_needed(t).await? {
+                None => {
+                    for name in &nodes {
+                        if self.delete_owned(&self.node, ns, name, owner).await? {
+                            out.deleted.push(format!("VirtualNode {name}"));
+                        }
+                    }
+                }
+                Some(why) => {
+                    for name in &nodes {
+                        if self.api(&self.node, ns).get_opt(name).await?.is_some() {
+                            out.kept.push(format!("VirtualNode {name}"));
+                        }
+                    }
+                    if !out.kept.is_empty() {
+                        out.why = why;
+                    }
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
     }
 }
 

@@ -7,10 +7,12 @@
 pub mod appmesh;
 pub mod gateway_api;
 
+use crate::api::Issue;
 use crate::core::{Rollout, Routes};
 use anyhow::Result;
 use fledge_policy::{MatchRule, RoutePlan};
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ApiResource;
 use serde_json::Value;
@@ -69,6 +71,62 @@ pub trait Router: Send + Sync {
     /// Undoes what the router did when the Canary is deleted with
     /// `revertOnDeletion` (the generated objects go with the Canary).
     fn finalize<'a>(&'a self, t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<()>>;
+
+    /// What the Canary's spec lacks for this router (checked before traffic
+    /// moves to it from another router). Nothing by default.
+    fn needs(&self, _t: &RouteTarget<'_>) -> Vec<Issue> {
+        Vec::new()
+    }
+
+    /// Whether the router's objects carry traffic: by default, once
+    /// [`Router::get_routes`] reads a split from them.
+    fn ready<'a>(&'a self, t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<Ready>> {
+        async move {
+            Ok(match self.get_routes(t).await {
+                Ok(Some(_)) => Ready::Yes,
+                Ok(None) => Ready::No("its objects do not exist yet".into()),
+                Err(e) => Ready::No(format!("{e:#}")),
+            })
+        }
+        .boxed()
+    }
+
+    /// Removes the objects this router made for the Canary once another
+    /// router carries its traffic. Called again on later reconciles until
+    /// [`Retirement::done`]. Nothing to do by default.
+    fn retire<'a>(&'a self, _t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<Retirement>> {
+        async { Ok(Retirement::default()) }.boxed()
+    }
+}
+
+/// Whether a router's objects carry traffic, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    Yes,
+    No(String),
+}
+
+/// What one [`Router::retire`] call did and left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retirement {
+    /// Objects deleted by this call, as `Kind name`.
+    pub deleted: Vec<String>,
+    /// Objects that must stay for now, as `Kind name`.
+    pub kept: Vec<String>,
+    /// Why they stay and what makes them go (empty when nothing is kept).
+    pub why: String,
+}
+
+impl Retirement {
+    pub fn done(&self) -> bool {
+        self.kept.is_empty()
+    }
+}
+
+/// Whether two routers are the same one (`appmesh` and `appmesh:v1beta2`
+/// name one router).
+pub fn same(a: &dyn Router, b: &dyn Router) -> bool {
+    std::ptr::addr_eq(a as *const dyn Router, b as *const dyn Router)
 }
 
 /// The router for `provider`, if Fledge has one.

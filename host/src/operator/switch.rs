@@ -1,0 +1,751 @@
+//! Moving a Canary's traffic to another router when its `spec.provider`
+//! changes, without a new analysis.
+//!
+//! `status.router` remembers which router carries the traffic (absent: the
+//! one `spec.provider` names). When `spec.provider` names another router:
+//!
+//! 1. an analysis in flight (or the bootstrap) ends on the recorded router,
+//!    with the metrics and weights it started with ([`Stage::Deferred`]);
+//! 2. otherwise the new router's objects are reconciled with all traffic on
+//!    the primary, and analysis steps wait until the new router reports
+//!    ready; the old router's objects keep serving meanwhile ([`Stage::Move`]);
+//! 3. once ready, the switch is recorded in `status.router`, with the old
+//!    provider as `retiring`;
+//! 4. later reconciles retire the old router's objects ([`Router::retire`])
+//!    until none is left ([`Stage::Retire`]); analysis steps go on meanwhile,
+//!    on the new router.
+//!
+//! Each reconcile takes at most one of these transitions, and each is told
+//! once, by an Event, and kept in the `RouterSwitch` condition.
+use super::router::{self, Ready, RouteTarget, Router};
+use super::status::{CanaryStatus, Condition, RouterInUse};
+use anyhow::{Context as _, Result};
+use fledge_policy::{Phase, RoutePlan};
+use k8s_openapi::jiff::Timestamp;
+use std::time::Duration;
+
+/// The condition that tells where a switch of routers stands.
+pub const CONDITION: &str = "RouterSwitch";
+
+const DEFERRED: &str = "Deferred";
+const MOVING: &str = "Moving";
+const WAITING: &str = "WaitingForRouter";
+const INVALID: &str = "InvalidSpec";
+const SWITCHED: &str = "Switched";
+const RETIRE_PENDING: &str = "RetirePending";
+const RETIRE_FAILED: &str = "RetireFailed";
+
+/// How soon to look again at a router that is not ready yet.
+const READY_POLL: Duration = Duration::from_secs(2);
+/// How soon to look again at a spec that lacks what the new router needs
+/// (a corrected spec wakes the Canary sooner).
+const INVALID_POLL: Duration = Duration::from_secs(60);
+
+/// Where a Canary stands between the router recorded in its status and the
+/// one its `spec.provider` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// One router, nothing left to retire.
+    Settled,
+    /// Another router is wanted, but an analysis or the bootstrap is in
+    /// flight: it ends on the recorded router first.
+    Deferred,
+    /// Another router is wanted and nothing is in flight: move to it.
+    Move,
+    /// Traffic moved; the objects of this provider's router are still there.
+    Retire(String),
+}
+
+/// Phases in which traffic or objects are being changed by the recorded
+/// router: initialization and analysis, up to the end of the promotion.
+/// `Waiting` is not among them: the confirm-rollout gate holds before the
+/// canary is scaled up and all traffic is still on the primary, so the
+/// analysis that follows starts on the new router.
+pub fn in_flight(phase: Phase) -> bool {
+    use Phase::*;
+    matches!(
+        phase,
+        Initializing
+            | Progressing
+            | WaitingPromotion
+            | Promoting
+            | Finalising
+            | Terminating
+            | Terminated
+    )
+}
+
+/// The router recorded in `status`, or the wanted one for a Canary with no record.
+pub fn recorded(status: &CanaryStatus, wanted: &str) -> RouterInUse {
+    status.router.clone().unwrap_or_else(|| RouterInUse {
+        provider: wanted.to_string(),
+        retiring: None,
+    })
+}
+
+/// The stage of a Canary whose recorded router is `record`; `same`: the
+/// recorded provider and `spec.provider` name one router.
+pub fn stage(record: &RouterInUse, same: bool, phase: Phase, step_pending: bool) -> Stage {
+    if !same {
+        if in_flight(phase) || step_pending {
+            Stage::Deferred
+        } else {
+            Stage::Move
+        }
+    } else if let Some(old) = &record.retiring {
+        Stage::Retire(old.clone())
+    } else {
+        Stage::Settled
+    }
+}
+
+/// An Event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What one reconcile of the switch decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub stage: Stage,
+    /// `status.router` from now on.
+    pub router: RouterInUse,
+    /// The `RouterSwitch` condition from now on: (status, reason, message);
+    /// `None` leaves it as it is.
+    pub condition: Option<(&'static str, &'static str, String)>,
+    /// Events for what changed (nothing is told twice).
+    pub notes: Vec<Note>,
+    /// `Some`: take no analysis step now; look again after this long.
+    pub hold: Option<Duration>,
+}
+
+impl Moved {
+    /// `status` with this reconcile's record and condition.
+    pub fn apply(&self, status: &mut CanaryStatus, now: Timestamp) {
+        status.router = Some(self.router.clone());
+        if let Some((s, reason, message)) = &self.condition {
+            status.set_condition(CONDITION, s, reason, message, now);
+        }
+    }
+}
+
+struct Telling<'a> {
+    prev: Option<&'a Condition>,
+    condition: Option<(&'static str, &'static str, String)>,
+    notes: Vec<Note>,
+}
+
+impl Telling<'_> {
+    /// Sets the condition; the Event goes out when the reason is new, or,
+    /// with `by_message`, when the message is.
+    fn say(
+        &mut self,
+        status: &'static str,
+        reason: &'static str,
+        message: String,
+        warning: bool,
+        by_message: bool,
+    ) {
+        let new = match self.prev {
+            None => true,
+            Some(c) => c.reason != reason || (by_message && c.message != message),
+        };
+        if new {
+            self.notes.push(Note {
+                warning,
+                reason,
+                message: message.clone(),
+            });
+        }
+        self.condition = Some((status, reason, message));
+    }
+}
+
+/// One reconcile of the switch for the Canary `t`, whose `spec.provider` is
+/// `wanted` and whose stored status is `status`.
+pub async fn advance(
+    routers: &[Box<dyn Router>],
+    wanted: &str,
+    t: &RouteTarget<'_>,
+    status: &CanaryStatus,
+) -> Result<Moved> {
+    let mut record = recorded(status, wanted);
+    let new = router::for_provider(routers, wanted)
+        .with_context(|| format!("no router serves provider `{wanted}`"))?;
+    // A recorded provider this operator has no router for cannot be moved
+    // away from: the wanted router takes over as it is.
+    let old = router::for_provider(routers, &record.provider);
+    let same = old.is_none_or(|o| router::same(o, new));
+    if old.is_none() {
+        record.provider = wanted.to_string();
+    }
+    let stage = stage(&record, same, status.phase(), status.pending_step.is_some());
+    let id = t.rollout.id();
+    let mut tell = Telling {
+        prev: status.condition(CONDITION),
+        condition: None,
+        notes: Vec::new(),
+    };
+    let mut hold = None;
+    match &stage {
+        Stage::Settled => {
+            if tell
+                .prev
+                .is_some_and(|c| [DEFERRED, MOVING, WAITING, INVALID].contains(&c.reason.as_str()))
+            {
+                tell.say(
+                    "False",
+                    "Cancelled",
+                    format!(
+                        "spec.provider is {wanted} again: {id} stays on {}",
+                        record.provider
+                    ),
+                    false,
+                    false,
+                );
+            }
+        }
+        Stage::Deferred => tell.say(
+            "Unknown",
+            DEFERRED,
+            format!(
+                "spec.provider changed from {} to {wanted} during the analysis of {id}: it \
+                 finishes on {} with the metrics and weights it started with; traffic moves \
+                 to {wanted} when it has ended",
+                record.provider, record.provider
+            ),
+            false,
+            false,
+        ),
+        Stage::Move => {
+            let issues = new.needs(t);
+            if !issues.is_empty() {
+                let text = issues
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tell.say(
+                    "False",
+                    INVALID,
+                    format!(
+                        "{id} cannot move to {wanted}: {text}; {} keeps carrying the traffic",
+                        record.provider
+                    ),
+                    true,
+                    true,
+                );
+                hold = Some(INVALID_POLL);
+            } else {
+                let entering =
+                    !matches!(tell.prev, Some(c) if c.reason == MOVING || c.reason == WAITING);
+                // The new router starts with everything on the primary,
+                // whatever the old one holds: the primary is what is promoted.
+                // The split first, so no object of the new router ever
+                // routes elsewhere; then the rest, keeping that split.
+                let all_primary = RoutePlan {
+                    primary_weight: 100,
+                    canary_weight: 0,
+                    match_rules: Vec::new(),
+                };
+                new.set_routes(t, &all_primary)
+                    .await
+                    .with_context(|| format!("routing {id} to its primary through {wanted}"))?;
+                new.reconcile(t)
+                    .await
+                    .with_context(|| format!("creating the {wanted} objects of {id}"))?;
+                if entering {
+                    tell.notes.push(Note {
+                        warning: false,
+                        reason: MOVING,
+                        message: format!(
+                            "Moving {id} from {} to {wanted}: its {wanted} objects route all \
+                             traffic to the primary; {} keeps serving until {wanted} is ready",
+                            record.provider, record.provider
+                        ),
+                    });
+                }
+                match new.ready(t).await? {
+                    Ready::No(why) => {
+                        tell.say(
+                            "Unknown",
+                            WAITING,
+                            format!("waiting for {wanted} to carry the traffic of {id}: {why}"),
+                            false,
+                            false,
+                        );
+                        hold = Some(READY_POLL);
+                    }
+                    Ready::Yes => {
+                        let from = std::mem::replace(&mut record.provider, wanted.to_string());
+                        // One router is retired at a time: moving back to the one
+                        // being retired retires the one moved away from instead.
+                        record.retiring = Some(from.clone());
+                        tell.say(
+                            "True",
+                            SWITCHED,
+                            format!(
+                                "{wanted} carries the traffic of {id}; retiring the {from} objects"
+                            ),
+                            false,
+                            false,
+                        );
+                        // Look again at once: the record is written first, then the old
+                        // objects go.
+                        hold = Some(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+        Stage::Retire(from) => match router::for_provider(routers, from) {
+            None => record.retiring = None,
+            Some(old) => match old.retire(t).await {
+                Err(e) => tell.say(
+                    "True",
+                    RETIRE_FAILED,
+                    format!("removing the {from} objects of {id} failed: {e:#}; retrying"),
+                    true,
+                    false,
+                ),
+                Ok(r) => {
+                    if !r.deleted.is_empty() {
+                        tell.notes.push(Note {
+                            warning: false,
+                            reason: "Retired",
+                            message: format!(
+                                "Deleted the {from} objects of {id}: {}",
+                                r.deleted.join(", ")
+                            ),
+                        });
+                    }
+                    if r.done() {
+                        record.retiring = None;
+                        tell.say(
+                            "True",
+                            SWITCHED,
+                            format!(
+                                "{} carries the traffic of {id}; the {from} objects are gone",
+                                record.provider
+                            ),
+                            false,
+                            true,
+                        );
+                    } else {
+                        tell.say(
+                            "True",
+                            RETIRE_PENDING,
+                            format!("{} kept for {id}: {}", r.kept.join(", "), r.why),
+                            true,
+                            true,
+                        );
+                    }
+                }
+            },
+        },
+    }
+    Ok(Moved {
+        stage,
+        router: record,
+        condition: tell.condition,
+        notes: tell.notes,
+        hold,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{self, Issue};
+    use crate::core::Routes;
+    use crate::operator::router::Retirement;
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use kube::api::ApiResource;
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    /// A router that records what it is asked and answers as told.
+    #[derive(Default)]
+    struct Fake {
+        providers: &'static [&'static str],
+        calls: Arc<Mutex<Vec<String>>>,
+        ready: Arc<Mutex<Option<Ready>>>,
+        retirement: Arc<Mutex<Retirement>>,
+        needs: Vec<Issue>,
+    }
+
+    impl Fake {
+        fn new(providers: &'static [&'static str], calls: &Arc<Mutex<Vec<String>>>) -> Fake {
+            Fake {
+                providers,
+                calls: calls.clone(),
+                ready: Arc::new(Mutex::new(Some(Ready::No("route not accepted yet".into())))),
+                ..Default::default()
+            }
+        }
+        fn call(&self, what: &str) {
+            let me = self.providers[0];
+            self.calls.lock().unwrap().push(format!("{me} {what}"));
+        }
+    }
+
+    impl Router for Fake {
+        fn providers(&self) -> &'static [&'static str] {
+            self.providers
+        }
+        fn kinds(&self) -> Vec<ApiResource> {
+            Vec::new()
+        }
+        fn reconcile<'a>(&'a self, _t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<()>> {
+            self.call("reconcile");
+            async { Ok(()) }.boxed()
+        }
+        fn get_routes<'a>(
+            &'a self,
+            _t: &'a RouteTarget<'a>,
+        ) -> BoxFuture<'a, Result<Option<Routes>>> {
+            async { Ok(Some(Routes::default())) }.boxed()
+        }
+        fn set_routes<'a>(
+            &'a self,
+            _t: &'a RouteTarget<'a>,
+            plan: &'a RoutePlan,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.call(&format!(
+                "set_routes {}/{}",
+                plan.primary_weight, plan.canary_weight
+            ));
+            async { Ok(()) }.boxed()
+        }
+        fn finalize<'a>(&'a self, _t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<()>> {
+            async { Ok(()) }.boxed()
+        }
+        fn needs(&self, _t: &RouteTarget<'_>) -> Vec<Issue> {
+            self.needs.clone()
+        }
+        fn ready<'a>(&'a self, _t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<Ready>> {
+            self.call("ready");
+            let r = self.ready.lock().unwrap().clone().unwrap();
+            async move { Ok(r) }.boxed()
+        }
+        fn retire<'a>(&'a self, _t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<Retirement>> {
+            self.call("retire");
+            let r = self.retirement.lock().unwrap().clone();
+            async move { Ok(r) }.boxed()
+        }
+    }
+
+    fn guide() -> (crate::core::Rollout, Value) {
+        let canary: api::Canary =
+            api::yaml::from_str(include_str!("../../../examples/podinfo/canary.yaml")).unwrap();
+        let service = serde_json::to_value(&canary.spec.as_ref().unwrap().service).unwrap();
+        (api::validate(&canary).unwrap().rollout, service)
+    }
+
+    struct World {
+        routers: Vec<Box<dyn Router>>,
+        calls: Arc<Mutex<Vec<String>>>,
+        /// What the new router answers to `ready`.
+        new_ready: Arc<Mutex<Option<Ready>>>,
+        /// What the old router answers to `retire`.
+        old_retirement: Arc<Mutex<Retirement>>,
+        rollout: crate::core::Rollout,
+        service: Value,
+        annotations: BTreeMap<String, String>,
+        status: CanaryStatus,
+    }
+
+    impl World {
+        /// A Canary in `phase` on router `old`, with routers `old` and `new`.
+        fn new(phase: &str, new: impl FnOnce(Fake) -> Fake) -> World {
+            let calls = Arc::new(Mutex::new(Vec::new()));
+            let (rollout, service) = guide();
+            let old = Fake::new(&["old", "old:v2"], &calls);
+            let newer = new(Fake::new(&["new"], &calls));
+            World {
+                new_ready: newer.ready.clone(),
+                old_retirement: old.retirement.clone(),
+                routers: vec![Box::new(old), Box::new(newer)],
+                calls,
+                rollout,
+                service,
+                annotations: BTreeMap::new(),
+                status: CanaryStatus {
+                    phase: Some(phase.into()),
+                    router: Some(RouterInUse {
+                        provider: "old".into(),
+                        retiring: None,
+                    }),
+                    ..Default::default()
+                },
+            }
+        }
+
+        /// One reconcile wanting `wanted`; its status is kept as the reconcile keeps it.
+        async fn reconcile(&mut self, wanted: &str) -> Moved {
+            let t = RouteTarget {
+                rollout: &self.rollout,
+                service: &self.service,
+                annotations: &self.annotations,
+                label: ("app", "podinfo"),
+                owner: Default::default(),
+            };
+            let moved = advance(&self.routers, wanted, &t, &self.status)
+                .await
+                .unwrap();
+            moved.apply(&mut self.status, Timestamp::now());
+            moved
+        }
+
+        fn take_calls(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().unwrap())
+        }
+    }
+
+    fn reasons(m: &Moved) -> Vec<(&'static str, bool)> {
+        m.notes.iter().map(|n| (n.reason, n.warning)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_canary_without_a_record_is_on_its_spec_provider() {
+        let mut w = World::new("Succeeded", |f| f);
+        w.status.router = None;
+        let m = w.reconcile("new").await;
+        assert_eq!(m.stage, Stage::Settled);
+        assert_eq!(
+            w.status.router,
+            Some(RouterInUse {
+                provider: "new".into(),
+                retiring: None
+            })
+        );
+        assert!(m.notes.is_empty() && m.hold.is_none() && m.condition.is_none());
+        assert!(w.take_calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn another_name_of_the_same_router_is_no_switch() {
+        let mut w = World::new("Succeeded", |f| f);
+        let m = w.reconcile("old:v2").await;
+        assert_eq!(m.stage, Stage::Settled);
+        assert!(w.take_calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn while_the_new_router_is_not_ready_the_old_one_stays() {
+        let mut w = World::new("Succeeded", |f| f);
+        let m = w.reconcile("new").await;
+        assert_eq!(m.stage, Stage::Move);
+        // The new objects carry everything to the primary; the old router is not touched.
+        assert_eq!(
+            w.take_calls(),
+            ["new set_routes 100/0", "new reconcile", "new ready"]
+        );
+        assert_eq!(w.status.router.as_ref().unwrap().provider, "old");
+        assert_eq!(m.hold, Some(READY_POLL));
+        assert_eq!(reasons(&m), [(MOVING, false), (WAITING, false)]);
+        let c = w.status.condition(CONDITION).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", WAITING));
+        assert!(
+            c.message.contains("route not accepted yet"),
+            "{}",
+            c.message
+        );
+
+        // Still not ready: the same again, told once.
+        let m = w.reconcile("new").await;
+        assert!(m.notes.is_empty(), "{:?}", m.notes);
+        assert_eq!(m.hold, Some(READY_POLL));
+        assert!(!w.take_calls().iter().any(|c| c.ends_with("retire")));
+        assert_eq!(w.status.router.as_ref().unwrap().provider, "old");
+    }
+
+    #[tokio::test]
+    async fn once_ready_the_switch_is_recorded_then_the_old_objects_retire() {
+        let mut w = World::new("Succeeded", |f| f);
+        w.reconcile("new").await;
+        *w.new_ready.lock().unwrap() = Some(Ready::Yes);
+        w.take_calls();
+
+        let m = w.reconcile("new").await;
+        // Recorded first; nothing is retired in the reconcile that records.
+        assert_eq!(
+            w.status.router,
+            Some(RouterInUse {
+                provider: "new".into(),
+                retiring: Some("old".into())
+            })
+        );
+        assert_eq!(reasons(&m), [(SWITCHED, false)]);
+        assert!(m.hold.is_some());
+        assert!(!w.take_calls().iter().any(|c| c.ends_with("retire")));
+
+        *w.old_retirement.lock().unwrap() = Retirement {
+            deleted: vec!["VirtualService podinfo".into()],
+            ..Default::default()
+        };
+        let m = w.reconcile("new").await;
+        assert_eq!(m.stage, Stage::Retire("old".into()));
+        assert_eq!(w.take_calls(), ["old retire"]);
+        assert_eq!(m.hold, None, "analysis steps go on while retiring");
+        assert_eq!(w.status.router.as_ref().unwrap().retiring, None);
+        assert_eq!(reasons(&m), [("Retired", false), (SWITCHED, false)]);
+        assert!(m.notes[0].message.contains("VirtualService podinfo"));
+
+        let m = w.reconcile("new").await;
+        assert_eq!(m.stage, Stage::Settled);
+        assert!(m.notes.is_empty());
+        assert!(w.take_calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn mid_analysis_the_switch_waits_for_the_analysis_to_end() {
+        for phase in ["Progressing", "WaitingPromotion", "Promoting", "Finalising"] {
+            let mut w = World::new(phase, |f| f);
+            *w.new_ready.lock().unwrap() = Some(Ready::Yes);
+            let m = w.reconcile("new").await;
+            assert_eq!(m.stage, Stage::Deferred, "{phase}");
+            assert!(w.take_calls().is_empty(), "{phase}: no router is touched");
+            assert_eq!(m.hold, None, "{phase}: the analysis goes on");
+            assert_eq!(w.status.router.as_ref().unwrap().provider, "old");
+            assert_eq!(reasons(&m), [(DEFERRED, false)]);
+            assert!(m.notes[0].message.contains("finishes on old"));
+            let m = w.reconcile("new").await;
+            assert!(m.notes.is_empty(), "{phase}: told once");
+
+            // The analysis ended: now traffic moves.
+            w.status.phase = Some("Succeeded".into());
+            let m = w.reconcile("new").await;
+            assert_eq!(m.stage, Stage::Move, "{phase}");
+            assert_eq!(w.status.router.as_ref().unwrap().provider, "new");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_not_finished_is_finished_on_the_old_router() {
+        let mut w = World::new("Succeeded", |f| f);
+        w.status.pending_step = Some(Default::default());
+        let m = w.reconcile("new").await;
+        assert_eq!(m.stage, Stage::Deferred);
+        assert!(w.take_calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn waiting_for_approval_moves() {
+        let mut w = World::new("Waiting", |f| f);
+        let m = w.reconcile("new").await;
+        assert_eq!(m.stage, Stage::Move);
+    }
+
+    #[tokio::test]
+    async fn a_spec_lacking_what_the_new_router_needs_is_refused() {
+        let mut w = World::new("Succeeded", |mut f| {
+            f.needs = vec![Issue {
+                field: "spec.service.gatewayRefs".into(),
+                problem: "missing".into(),
+                fix: "name the Gateway".into(),
+            }];
+            f
+        });
+        let m = w.reconcile("new").await;
+        assert!(w.take_calls().is_empty(), "nothing is created");
+        assert_eq!(w.status.router.as_ref().unwrap().provider, "old");
+        assert_eq!(reasons(&m), [(INVALID, true)]);
+        assert!(m.notes[0]
+            .message
+            .contains("spec.service.gatewayRefs: missing; name the Gateway"));
+        let c = w.status.condition(CONDITION).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", INVALID));
+        assert!(m.hold.is_some());
+        let m = w.reconcile("new").await;
+        assert!(m.notes.is_empty(), "told once");
+
+        // Back to the old provider: the refusal is withdrawn.
+        let m = w.reconcile("old").await;
+        assert_eq!(m.stage, Stage::Settled);
+        assert_eq!(w.status.condition(CONDITION).unwrap().reason, "Cancelled");
+    }
+
+    #[tokio::test]
+    async fn virtual_nodes_kept_while_injection_is_on_are_retried() {
+        let mut w = World::new("Succeeded", |f| f);
+        w.status.router = Some(RouterInUse {
+            provider: "new".into(),
+            retiring: Some("old".into()),
+        });
+        *w.old_retirement.lock().unwrap() = Retirement {
+            deleted: vec!["VirtualRouter podinfo".into()],
+            kept: vec!["VirtualNode podinfo-primary".into()],
+            why: "namespace test has label appmesh.k8s.aws/sidecarInjectorWebhook=enabled".into(),
+        };
+        let m = w.reconcile("new").await;
+        assert_eq!(reasons(&m), [("Retired", false), (RETIRE_PENDING, true)]);
+        assert!(m.notes[1]
+            .message
+            .contains("VirtualNode podinfo-primary kept"));
+        assert!(m.notes[1]
+            .message
+            .contains("sidecarInjectorWebhook=enabled"));
+        assert_eq!(
+            w.status.router.as_ref().unwrap().retiring.as_deref(),
+            Some("old")
+        );
+        assert_eq!(m.hold, None);
+
+        // Still on: retried, not told again.
+        w.old_retirement.lock().unwrap().deleted.clear();
+        let m = w.reconcile("new").await;
+        assert_eq!(w.take_calls(), ["old retire", "old retire"]);
+        assert!(m.notes.is_empty(), "{:?}", m.notes);
+
+        // Injection off and the pods restarted: the nodes go.
+        *w.old_retirement.lock().unwrap() = Retirement {
+            deleted: vec!["VirtualNode podinfo-primary".into()],
+            ..Default::default()
+        };
+        let m = w.reconcile("new").await;
+        assert_eq!(reasons(&m), [("Retired", false), (SWITCHED, false)]);
+        assert_eq!(w.status.router.as_ref().unwrap().retiring, None);
+    }
+}
+
+#[cfg(test)]
+mod record {
+    use super::*;
+
+    #[test]
+    fn status_router_is_optional_and_survives_a_round_trip() {
+        let stored = serde_json::json!({
+            "phase": "Succeeded",
+            "router": {"provider": "gatewayapi:v1", "retiring": "appmesh:v1beta2"},
+        });
+        let s: CanaryStatus = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(
+            s.router,
+            Some(RouterInUse {
+                provider: "gatewayapi:v1".into(),
+                retiring: Some("appmesh:v1beta2".into())
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(&s).unwrap()["router"],
+            stored["router"]
+        );
+        // Written by hand into something else: dropped, not an unreadable status.
+        let s: CanaryStatus =
+            serde_json::from_value(serde_json::json!({"router": "appmesh"})).unwrap();
+        assert_eq!(s.router, None);
+        // The CRD does not require it, so Canaries written by Flagger stay valid.
+        let schema = crate::operator::crd::schema_of::<CanaryStatus>();
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
+        assert!(!required.contains(&serde_json::json!("router")));
+        assert_eq!(
+            schema["properties"]["router"]["required"],
+            serde_json::json!(["provider"])
+        );
+    }
+}
