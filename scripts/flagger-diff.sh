@@ -4,14 +4,35 @@
 # generated objects after bootstrap, the Event sequences of a promotion and of a rollback, the
 # `msg` of their JSON logs, the webhook payloads they sent, and peak RSS / CPU seconds.
 #
-#   scripts/flagger-diff.sh [OUT_DIR]      # default: target/flagger-diff
+#   scripts/flagger-diff.sh [--provider appmesh:v1beta2|gatewayapi:v1] [OUT_DIR]
+#
+# OUT_DIR defaults to target/flagger-diff (target/flagger-diff-gatewayapi for gatewayapi:v1). With
+# gatewayapi:v1 the Canary is examples/podinfo/canary-gatewayapi.yaml, attached to the test cluster's
+# Gateway (gateway-system/gateway, played by mesh-sim), and the HTTPRoute each operator writes is diffed.
 #
 # Not part of .ci/run: the first run builds Flagger from the Go module proxy (about 15 minutes;
 # cached in ~/.cache/fledge/flagger-v1.44.0 like the control-plane binaries).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-out="${1:-$root/target/flagger-diff}"
+provider=appmesh:v1beta2
+if [[ "${1:-}" == --provider ]]; then
+  provider="${2:?--provider needs a value}"
+  shift 2
+fi
+case "$provider" in
+  appmesh:v1beta2)
+    canary_file=examples/podinfo/canary.yaml
+    default_out="$root/target/flagger-diff"
+    router_objects="virtualnode/podinfo-primary virtualnode/podinfo-canary virtualrouter/podinfo
+      virtualrouter/podinfo-canary virtualservice/podinfo virtualservice/podinfo-canary" ;;
+  gatewayapi:v1)
+    canary_file=examples/podinfo/canary-gatewayapi.yaml
+    default_out="$root/target/flagger-diff-gatewayapi"
+    router_objects="httproute/podinfo" ;;
+  *) echo "--provider: \`$provider\` is not one of appmesh:v1beta2, gatewayapi:v1" >&2; exit 2 ;;
+esac
+out="${1:-$default_out}"
 flagger_version=v1.44.0
 cache="${FLEDGE_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fledge}"
 flagger_dir="$cache/flagger-$flagger_version"
@@ -81,11 +102,11 @@ EOF
 
   if [[ "$op" == flagger ]]; then
     "$flagger" -kubeconfig "$KUBECONFIG" -metrics-server "$PROMETHEUS_URL" \
-      -mesh-provider appmesh:v1beta2 -namespace test -log-level info \
+      -mesh-provider "$provider" -namespace test -log-level info \
       >"$dir/operator.log" 2>&1 &
   else
     "$fledge" operator --kubeconfig "$KUBECONFIG" --metrics-server "$PROMETHEUS_URL" \
-      --namespace test --leader-election=false --listen-address 127.0.0.1:0 \
+      --mesh-provider "$provider" --namespace test --leader-election=false --listen-address 127.0.0.1:0 \
       >"$dir/operator.log" 2>&1 &
   fi
   local pid=$!
@@ -95,7 +116,7 @@ EOF
     .spec.autoscalerRef.apiVersion = "autoscaling/v2"
     | .spec.analysis |= (.interval = "10s" | .threshold = 2 | .maxWeight = 30 | .stepWeight = 10
         | .metrics[].interval = "30s" | .webhooks[].url = $url)' \
-    examples/podinfo/canary.yaml >"$dir/canary.yaml"
+    "$canary_file" >"$dir/canary.yaml"
   "${k[@]}" apply -f "$dir/canary.yaml" >/dev/null
 
   wait_phase() {
@@ -119,9 +140,7 @@ EOF
     | {kind, metadata: {name: .metadata.name, labels: .metadata.labels,
     annotations: .metadata.annotations, ownerReferences: .metadata.ownerReferences}, spec}'
   for obj in deployment/podinfo-primary hpa/podinfo-primary service/podinfo service/podinfo-canary \
-    service/podinfo-primary virtualnode/podinfo-primary virtualnode/podinfo-canary \
-    virtualrouter/podinfo virtualrouter/podinfo-canary virtualservice/podinfo \
-    virtualservice/podinfo-canary; do
+    service/podinfo-primary $router_objects; do
     "${k[@]}" -n test get "$obj" -o json 2>/dev/null | jq -S "$clean" >"$dir/${obj/\//-}.json" ||
       echo "missing" >"$dir/${obj/\//-}.json"
   done
@@ -170,7 +189,7 @@ wait
 
 report="$out/report.txt"
 {
-  echo "# Flagger $flagger_version against fledge operator ($(git rev-parse --short HEAD))"
+  echo "# Flagger $flagger_version against fledge operator ($(git rev-parse --short HEAD)), $provider"
   cat "$out/flagger/resources.txt" "$out/fledge/resources.txt"
   echo
   echo "## generated objects after bootstrap (flagger <, fledge >)"

@@ -396,7 +396,7 @@ mod tests {
         let crds = &pages[1].1;
         for needle in [
             "| `spec.analysis.metrics[].thresholdRange.min` | number |",
-            "| `spec.targetRef.name` | string | yes |",
+            "| `status.conditions[].type` | string | yes |",
             "| `status.lastAppliedSpec` | string |",
             "## ClusterRolloutPolicy",
         ] {

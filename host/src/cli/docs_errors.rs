@@ -48,11 +48,6 @@ const SOURCES: &[(&str, &str, &str)] = &[
         include_str!("../notify/alerts.rs"),
     ),
     (
-        "Metric templates",
-        "metrics/mod.rs",
-        include_str!("../metrics/mod.rs"),
-    ),
-    (
         "Simulator scenarios",
         "simulate/scenario.rs",
         include_str!("../simulate/scenario.rs"),

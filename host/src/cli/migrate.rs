@@ -4,6 +4,7 @@
 //! prints the converted objects on stdout for `kubectl apply -f -`, and on
 //! stderr what could not be converted, field by field.
 use anyhow::Context;
+use clap::builder::TypedValueParser;
 use fledge::api::{GROUP, VERSION};
 use fledge::migrate::{self, GatewayKind, GatewayRef, Input, Options};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};

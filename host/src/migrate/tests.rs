@@ -526,7 +526,11 @@ fn bad_input_is_an_error_naming_the_field_and_the_fix() {
         .as_mut()
         .unwrap()
         .step_weight = Some(0);
-    assert!(err(bad, &o).contains("spec.analysis.stepWeight"));
+    let e = err(bad, &o);
+    assert!(
+        e.contains("spec.analysis") && e.contains("set stepWeight"),
+        "{e}"
+    );
     let e = err(
         with(""),
         &Options {

@@ -109,7 +109,8 @@ async fn canary_share(cluster: &fledge_e2e::Cluster, window: Duration) -> Result
 fn template_queries(interval: &str) -> Result<Vec<(String, String)>> {
     let text = include_str!("../../../examples/podinfo/canary.yaml")
         .replace("namespace: test", &format!("namespace: {NS}"));
-    let canary: fledge::api::Canary = fledge::api::yaml::from_str(&text)?;
+    let canary: fledge::api::Canary =
+        fledge::api::yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rollout = fledge::api::validate(&canary)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?
         .rollout;

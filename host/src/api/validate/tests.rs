@@ -319,8 +319,8 @@ fn app_mesh_settings_under_gatewayapi_are_ignored_with_a_warning() {
 #[test]
 fn gatewayapi_refuses_conditions_an_http_route_would_drop() {
     let ab = GATEWAY.replace("    stepWeight: 5\n", "").replace(
-        "    interval: 1m\n    threshold: 5\n",
-        "    interval: 1m\n    threshold: 5\n    iterations: 10\n    match:\n      - headers:\n          x-canary:\n            suffix: \"-beta\"\n        queryParams:\n          canary:\n            exact: \"1\"\n",
+        "    threshold: 5\n",
+        "    threshold: 5\n    iterations: 10\n    match:\n      - headers:\n          x-canary:\n            suffix: \"-beta\"\n        queryParams:\n          canary:\n            exact: \"1\"\n",
     );
     let e = errors(&ab);
     assert!(
