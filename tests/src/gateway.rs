@@ -76,6 +76,16 @@ pub struct GatewayConfig {
     pub accept_delay: BTreeMap<String, f64>,
 }
 
+/// Where synthetic requests come from: a label, requests per second, the request mix, the routes
+/// they are matched against, and the Gateway they enter (None: straight at one route).
+type Source<'a> = (
+    String,
+    f64,
+    &'a [RequestClass],
+    Vec<&'a HttpRoute>,
+    Option<&'a str>,
+);
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
@@ -745,8 +755,7 @@ impl GatewayEngine {
     pub fn advance(&mut self, dt_secs: f64, config: &SimConfig) {
         self.now += dt_secs;
         let model = std::mem::take(&mut self.model);
-        let mut sources: Vec<(String, f64, &[RequestClass], Vec<&HttpRoute>, Option<&str>)> =
-            Vec::new();
+        let mut sources: Vec<Source<'_>> = Vec::new();
         for (key, ar) in &model.routes {
             let rps = config
                 .gateway

@@ -378,9 +378,9 @@ fn placeholders(template: &str, positional: &mut dyn Iterator<Item = String>) ->
             rest = &tail[2..];
             continue;
         }
-        if tail.starts_with('}') {
+        if let Some(after) = tail.strip_prefix('}') {
             out.push('}');
-            rest = &tail[1..];
+            rest = after;
             continue;
         }
         let close = tail.find('}').unwrap_or(tail.len() - 1);
