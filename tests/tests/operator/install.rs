@@ -414,6 +414,14 @@ async fn grants(cluster: &'static Cluster, via: Via, ns: &str) -> Result<()> {
         // Server-side apply of an object that does not exist yet is a create.
         (vec!["create", "deployments.apps"], own, true),
         (vec!["create", "virtualnodes.appmesh.k8s.aws"], own, true),
+        // A router switch deletes the App Mesh objects and looks for envoy sidecars.
+        (vec!["delete", "virtualrouters.appmesh.k8s.aws"], own, true),
+        (vec!["list", "pods"], own, true),
+        (
+            vec!["patch", "httproutes.gateway.networking.k8s.io"],
+            own,
+            true,
+        ),
         (vec!["get", "metrictemplates.flagger.app"], own, true),
         (
             vec!["watch", "clusterrolloutpolicies.policies.fledge.dev"],
@@ -429,7 +437,7 @@ async fn grants(cluster: &'static Cluster, via: Via, ns: &str) -> Result<()> {
         (vec!["delete", "canaries.flagger.app"], own, false),
         (vec!["update", "canaries.flagger.app"], own, false),
         (vec!["create", "metrictemplates.flagger.app"], own, false),
-        (vec!["list", "pods"], own, false),
+        (vec!["delete", "pods"], own, false),
         (vec!["create", "events"], own, false),
         (vec!["patch", "nodes"], None, false),
         (vec!["create", "namespaces"], None, false),
