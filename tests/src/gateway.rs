@@ -818,7 +818,18 @@ impl GatewayEngine {
         else {
             return;
         };
-        let req = &classes[ci];
+        // Traffic sent at one route addresses its host: a class without a host gets the
+        // route's first hostname (wildcards as `www.`), as the route's clients would send.
+        let addressed;
+        let mut req = &classes[ci];
+        if gateway.is_none() && req.host.is_empty() {
+            if let Some(h) = routes.first().and_then(|r| r.hostnames.first()) {
+                let mut r = req.clone();
+                r.host = h.replacen("*.", "www.", 1);
+                addressed = r;
+                req = &addressed;
+            }
+        }
         let Some((route, ri)) = select(routes, req) else {
             self.unmatched += 1;
             return;

@@ -27,6 +27,7 @@ mod alerts;
 mod crash;
 mod crds;
 mod flagger_swap;
+mod gateway_api;
 mod gateway_sim;
 mod image;
 mod install;
