@@ -93,7 +93,7 @@ EOF
   if [[ "$op" == flagger ]]; then
     "${k[@]}" apply --server-side -f "$flagger_crds" >/dev/null
   else
-    "${k[@]}" apply --server-side -f deploy/crds/ >/dev/null
+    "${k[@]}" apply --server-side -k deploy/crds >/dev/null
   fi
   "${k[@]}" wait --for=condition=Established crd/canaries.flagger.app --timeout=60s >/dev/null
   for f in namespace podinfo-deployment podinfo-hpa; do
