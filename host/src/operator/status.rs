@@ -99,7 +99,7 @@ pub struct CanaryStatus {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_router"
+        deserialize_with = "lenient"
     )]
     pub router: Option<RouterInUse>,
 }
@@ -114,25 +114,6 @@ pub struct RouterInUse {
     /// being removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retiring: Option<String>,
-}
-
-/// A `status.router` that does not parse is treated as absent, as
-/// `pendingStep` is.
-fn lenient_router<'de, D>(d: D) -> Result<Option<RouterInUse>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let v = Value::deserialize(d)?;
-    if v.is_null() {
-        return Ok(None);
-    }
-    match serde_json::from_value(v) {
-        Ok(r) => Ok(Some(r)),
-        Err(e) => {
-            tracing::warn!(error = %e, "ignoring an unreadable status.router");
-            Ok(None)
-        }
-    }
 }
 
 /// `status.router` as a merge patch writes it: a cleared `retiring` as null.
@@ -153,11 +134,13 @@ pub struct PolicyInForce {
     pub digest: String,
 }
 
-/// A record that does not parse (edited by hand) is dropped rather than
-/// making the whole status unreadable, which would restart the Canary.
-fn lenient<'de, D>(d: D) -> Result<Option<PendingStep>, D::Error>
+/// A record that does not parse (edited by hand: `pendingStep`, `router`) is
+/// dropped rather than making the whole status unreadable, which would
+/// restart the Canary.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
 {
     let v = Value::deserialize(d)?;
     if v.is_null() {
@@ -166,7 +149,7 @@ where
     match serde_json::from_value(v) {
         Ok(p) => Ok(Some(p)),
         Err(e) => {
-            tracing::warn!(error = %e, "ignoring an unreadable status.pendingStep");
+            tracing::warn!(error = %e, record = std::any::type_name::<T>(), "ignoring an unreadable status record");
             Ok(None)
         }
     }
