@@ -575,15 +575,7 @@ impl Router for AppMesh {
         plan: &'a RoutePlan,
     ) -> BoxFuture<'a, Result<()>> {
         async move {
-            let routes = Routes {
-                primary: plan.primary_weight,
-                canary: plan.canary_weight,
-            };
-            let rules = if plan.match_rules.is_empty() {
-                t.match_rules()
-            } else {
-                &plan.match_rules
-            };
+            let (routes, rules) = super::planned(t, plan);
             self.apply_router(t, routes, rules).await
         }
         .boxed()

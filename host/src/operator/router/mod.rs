@@ -129,6 +129,21 @@ pub fn same(a: &dyn Router, b: &dyn Router) -> bool {
     std::ptr::addr_eq(a as *const dyn Router, b as *const dyn Router)
 }
 
+/// The split and match rules a plan asks for: its rules replace the
+/// Canary's, an empty list keeps the Canary's own.
+pub fn planned<'a>(t: &'a RouteTarget<'a>, plan: &'a RoutePlan) -> (Routes, &'a [MatchRule]) {
+    let routes = Routes {
+        primary: plan.primary_weight,
+        canary: plan.canary_weight,
+    };
+    let rules = if plan.match_rules.is_empty() {
+        t.match_rules()
+    } else {
+        &plan.match_rules
+    };
+    (routes, rules)
+}
+
 /// The router for `provider`, if Fledge has one.
 pub fn for_provider<'r>(routers: &'r [Box<dyn Router>], provider: &str) -> Option<&'r dyn Router> {
     routers
