@@ -12,8 +12,8 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use super::{
-    bootstrap_with, events_since, image_of, install_fledge_crds, set_image, settled_events,
-    simulated, wait_phase, MkDir, PROMOTE, ROLLBACK,
+    about_half, bootstrap_with, events_since, image_of, install_fledge_crds, set_image,
+    settled_events, simulated, wait_phase, MkDir, PROMOTE, ROLLBACK,
 };
 use crate::{configure_sim, sim_state, wait_for, world};
 
@@ -140,16 +140,8 @@ async fn rollback(cluster: &'static fledge_e2e::Cluster, ns: &str) -> Result<()>
     wait_phase(&client, ns, "Failed", Duration::from_secs(150))
         .await
         .with_context(|| format!("operator log:\n{}", operator.logs()))?;
-    // 50 % errors read as 50-53 % at the window's edges: compare the Events up to that number.
-    let rate = regex::Regex::new(r"success rate (\d+\.\d+)% <")?;
-    let normal = |lines: Vec<String>| -> Vec<String> {
-        lines
-            .into_iter()
-            .map(|l| rate.replace(&l, "success rate ~50% <").to_string())
-            .collect()
-    };
-    let expected = normal(expected);
-    let got = normal(settled_events(&client, ns, triggered, &expected).await?);
+    let expected = about_half(expected);
+    let got = about_half(settled_events(&client, ns, triggered, &expected).await?);
     assert_eq!(
         got, expected,
         "Events differ from `fledge simulate --format events`"
