@@ -27,6 +27,17 @@ pub fn is_foreign_promotion(
     derived: &Value,
     primary: Option<&Value>,
 ) -> bool {
+    status_could_be_foreign(status, revision, configs)
+        && primary.is_some_and(|p| comparable(p) == comparable(derived))
+}
+
+/// The status half of [`is_foreign_promotion`]: cheap, so a reconcile asks it
+/// before serializing any pod template (Fledge's own statuses fail it first).
+pub fn status_could_be_foreign(
+    status: &CanaryStatus,
+    revision: &str,
+    configs: &BTreeMap<String, String>,
+) -> bool {
     let finished = matches!(status.phase(), Phase::Succeeded | Phase::Initialized);
     finished
         && status.last_step_time.is_none()
@@ -36,7 +47,6 @@ pub fn is_foreign_promotion(
         && status.last_promoted_spec != revision
         && status.last_applied_spec == status.last_promoted_spec
         && &status.tracked_configs == configs
-        && primary.is_some_and(|p| comparable(p) == comparable(derived))
 }
 
 /// A pod template without `flagger-id` and with empty label and annotation

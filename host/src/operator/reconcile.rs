@@ -223,18 +223,22 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         &rollout.target,
         rollout.canary_ready_threshold,
     );
-    let primary_template = observed
-        .primary
-        .as_ref()
-        .and_then(|p| serde_json::to_value(p).ok())
-        .map(|mut p| p["spec"]["template"].take());
-    if adopt::is_foreign_promotion(
-        &status,
-        &observed.revision,
-        &observed.configs,
-        &workload.promoted_template(&observed),
-        primary_template.as_ref(),
-    ) {
+    let foreign = adopt::status_could_be_foreign(&status, &observed.revision, &observed.configs)
+        && {
+            let primary_template = observed
+                .primary
+                .as_ref()
+                .and_then(|p| serde_json::to_value(p).ok())
+                .map(|mut p| p["spec"]["template"].take());
+            adopt::is_foreign_promotion(
+                &status,
+                &observed.revision,
+                &observed.configs,
+                &workload.promoted_template(&observed),
+                primary_template.as_ref(),
+            )
+        };
+    if foreign {
         // Flagger's hashes are not Fledge's: its promotion of this revision is
         // recorded in Fledge's terms, and the primary keeps running untouched.
         let next = adopt::adopted(&status, &observed.revision);
