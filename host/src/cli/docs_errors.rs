@@ -495,6 +495,10 @@ mod tests { fn t() { issue("a", "b", "c"); } }
                 ],
             ),
             (include_str!("../notify/alerts.rs"), &["true,"]),
+            (
+                include_str!("../operator/switch.rs"),
+                &[": &str = ", "reason: ", "\"False\","],
+            ),
             (include_str!("../operator/policies/fetch.rs"), &["fail("]),
             (
                 include_str!("../operator/policies/mod.rs"),
@@ -531,6 +535,9 @@ mod tests { fn t() { issue("a", "b", "c"); } }
             "CapabilityMissing",
             "Terminated",
             "Alert",
+            "RetirePending",
+            "Cancelled",
+            "Retired",
         ] {
             assert!(
                 reasons.iter().any(|r| r == known),

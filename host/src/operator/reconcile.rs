@@ -50,6 +50,12 @@ impl From<kube::Error> for Error {
 
 /// What the reconcile reports back to the controller.
 pub fn error_policy(obj: Arc<CanaryObject>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    // A router catching up (a Gateway controller accepting the latest
+    // weights) is a wait, not a failure: no warning, and a look again soon.
+    if let Some(wait) = router::NotReady::find(&err.0).filter(|w| w.transient) {
+        tracing::info!(canary = %obj.id(), namespace = obj.namespace(), reason = %wait, "waiting for the router");
+        return Requeue::requeue(wait.retry);
+    }
     tracing::warn!(canary = %obj.id(), namespace = obj.namespace(), error = %err, "reconcile failed");
     ctx.telemetry.reconcile_errors.inc();
     Requeue::requeue(Duration::from_secs(10))
@@ -203,7 +209,10 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
         )));
     }
 
-    let moved = switch::advance(&ctx.routers, &wanted, &target, &status).await?;
+    let moved = switch::advance(&ctx.routers, &wanted, &target, &status, now).await?;
+    // The retiring router's objects may go before the next step is due.
+    let wake = moved.wake;
+    let soonest = |d: Duration| wake.map_or(d, |w| w.min(d));
     save_switch(&ctx, &obj, &api, &mut status, &moved, now).await?;
     if let Some(after) = moved.hold {
         // Moving routers: no analysis step until the new one carries the traffic.
@@ -262,7 +271,9 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     };
     if !due {
         ctx.telemetry.set_status(&rollout, old.phase);
-        return Ok(Requeue::requeue(until_next(&status, interval, now)));
+        return Ok(Requeue::requeue(soonest(until_next(
+            &status, interval, now,
+        ))));
     }
 
     let mut o = Observations {
@@ -350,11 +361,11 @@ pub async fn reconcile(obj: Arc<CanaryObject>, ctx: Arc<Context>) -> Result<Requ
     report_shadows(&ctx, &obj, judge.take_verdicts()).await;
     // The core's `requeue` is the interval: counted from the step, not from
     // the end of its actions.
-    Ok(Requeue::requeue(until_next(
+    Ok(Requeue::requeue(soonest(until_next(
         &next,
         interval,
         Timestamp::now(),
-    )))
+    ))))
 }
 
 /// The policy that judges this step. An analysis in flight (and not

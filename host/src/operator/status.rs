@@ -114,11 +114,16 @@ pub struct RouterInUse {
     /// being removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retiring: Option<String>,
+    /// When `provider` took over the traffic (RFC 3339): the retiring
+    /// router's objects stay until a while after, so every proxy has the new
+    /// routes and clients have left the old ones before they go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
-/// `status.router` as a merge patch writes it: a cleared `retiring` as null.
+/// `status.router` as a merge patch writes it: a cleared field as null.
 pub fn router_patch(router: &RouterInUse) -> Value {
-    json!({ "provider": router.provider, "retiring": router.retiring })
+    json!({ "provider": router.provider, "retiring": router.retiring, "since": router.since })
 }
 
 /// The policy object (or the built-in fallback) in force for a Canary, and

@@ -11,9 +11,9 @@
 //!    ready; the old router's objects keep serving meanwhile ([`Stage::Move`]);
 //! 3. once ready, the switch is recorded in `status.router`, with the old
 //!    provider as `retiring`;
-//! 4. later reconciles retire the old router's objects ([`Router::retire`])
-//!    until none is left ([`Stage::Retire`]); analysis steps go on meanwhile,
-//!    on the new router.
+//! 4. from [`RETIRE_AFTER`] later, reconciles retire the old router's
+//!    objects ([`Router::retire`]) until none is left ([`Stage::Retire`]);
+//!    analysis steps go on meanwhile, on the new router.
 //!
 //! Each reconcile takes at most one of these transitions, and each is told
 //! once, by an Event, and kept in the `RouterSwitch` condition.
@@ -37,6 +37,10 @@ const RETIRE_FAILED: &str = "RetireFailed";
 
 /// How soon to look again at a router that is not ready yet.
 const READY_POLL: Duration = Duration::from_secs(2);
+/// How long the old router's objects keep serving after the new router
+/// reports ready: a Gateway controller writes `Accepted` before every proxy
+/// has the route, and clients of the old data plane need a moment to leave it.
+pub const RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// How soon to look again at a spec that lacks what the new router needs
 /// (a corrected spec wakes the Canary sooner).
 const INVALID_POLL: Duration = Duration::from_secs(60);
@@ -80,6 +84,7 @@ pub fn recorded(status: &CanaryStatus, wanted: &str) -> RouterInUse {
     status.router.clone().unwrap_or_else(|| RouterInUse {
         provider: wanted.to_string(),
         retiring: None,
+        since: None,
     })
 }
 
@@ -120,6 +125,8 @@ pub struct Moved {
     pub notes: Vec<Note>,
     /// `Some`: take no analysis step now; look again after this long.
     pub hold: Option<Duration>,
+    /// `Some`: look again no later than this (analysis steps go on).
+    pub wake: Option<Duration>,
 }
 
 impl Moved {
@@ -165,12 +172,13 @@ impl Telling<'_> {
 }
 
 /// One reconcile of the switch for the Canary `t`, whose `spec.provider` is
-/// `wanted` and whose stored status is `status`.
+/// `wanted` and whose stored status is `status`, at `now`.
 pub async fn advance(
     routers: &[Box<dyn Router>],
     wanted: &str,
     t: &RouteTarget<'_>,
     status: &CanaryStatus,
+    now: Timestamp,
 ) -> Result<Moved> {
     let mut record = recorded(status, wanted);
     let new = router::for_provider(routers, wanted)
@@ -190,6 +198,7 @@ pub async fn advance(
         notes: Vec::new(),
     };
     let mut hold = None;
+    let mut wake = None;
     match &stage {
         Stage::Settled => {
             if tell
@@ -284,11 +293,14 @@ pub async fn advance(
                         // One router is retired at a time: moving back to the one
                         // being retired retires the one moved away from instead.
                         record.retiring = Some(from.clone());
+                        record.since = Some(super::status::format_time(now));
                         tell.say(
                             "True",
                             SWITCHED,
                             format!(
-                                "{wanted} carries the traffic of {id}; retiring the {from} objects"
+                                "{wanted} carries the traffic of {id}; the {from} objects are \
+                                 retired in {}s",
+                                RETIRE_AFTER.as_secs()
                             ),
                             false,
                             false,
@@ -301,7 +313,11 @@ pub async fn advance(
             }
         }
         Stage::Retire(from) => match router::for_provider(routers, from) {
-            None => record.retiring = None,
+            None => {
+                record.retiring = None;
+                record.since = None;
+            }
+            Some(_) if draining(&record, now).is_some() => wake = draining(&record, now),
             Some(old) => match old.retire(t).await {
                 Err(e) => tell.say(
                     "True",
@@ -323,6 +339,7 @@ pub async fn advance(
                     }
                     if r.done() {
                         record.retiring = None;
+                        record.since = None;
                         tell.say(
                             "True",
                             SWITCHED,
@@ -352,7 +369,19 @@ pub async fn advance(
         condition: tell.condition,
         notes: tell.notes,
         hold,
+        wake,
     })
+}
+
+/// How much longer the retiring router's objects stay, if at all (see
+/// [`RETIRE_AFTER`]). A record without a time (written before it was kept)
+/// is past it.
+pub fn draining(record: &RouterInUse, now: Timestamp) -> Option<Duration> {
+    let since: Timestamp = record.since.as_deref()?.parse().ok()?;
+    let elapsed = Duration::try_from(now.duration_since(since)).unwrap_or_default();
+    RETIRE_AFTER
+        .checked_sub(elapsed)
+        .filter(|left| !left.is_zero())
 }
 
 #[cfg(test)]
@@ -363,6 +392,7 @@ mod tests {
     use crate::operator::router::Retirement;
     use futures::future::BoxFuture;
     use futures::FutureExt;
+    use k8s_openapi::jiff::SignedDuration;
     use kube::api::ApiResource;
     use serde_json::Value;
     use std::collections::BTreeMap;
@@ -457,6 +487,7 @@ mod tests {
         service: Value,
         annotations: BTreeMap<String, String>,
         status: CanaryStatus,
+        now: Timestamp,
     }
 
     impl World {
@@ -479,9 +510,12 @@ mod tests {
                     router: Some(RouterInUse {
                         provider: "old".into(),
                         retiring: None,
+                        since: None,
                     }),
                     ..Default::default()
                 },
+                // Whole seconds: the record keeps milliseconds.
+                now: Timestamp::from_second(Timestamp::now().as_second()).unwrap(),
             }
         }
 
@@ -494,10 +528,10 @@ mod tests {
                 label: ("app", "podinfo"),
                 owner: Default::default(),
             };
-            let moved = advance(&self.routers, wanted, &t, &self.status)
+            let moved = advance(&self.routers, wanted, &t, &self.status, self.now)
                 .await
                 .unwrap();
-            moved.apply(&mut self.status, Timestamp::now());
+            moved.apply(&mut self.status, self.now);
             moved
         }
 
@@ -520,7 +554,8 @@ mod tests {
             w.status.router,
             Some(RouterInUse {
                 provider: "new".into(),
-                retiring: None
+                retiring: None,
+                since: None,
             })
         );
         assert!(m.notes.is_empty() && m.hold.is_none() && m.condition.is_none());
@@ -577,12 +612,24 @@ mod tests {
             w.status.router,
             Some(RouterInUse {
                 provider: "new".into(),
-                retiring: Some("old".into())
+                retiring: Some("old".into()),
+                since: Some(crate::operator::status::format_time(w.now)),
             })
         );
         assert_eq!(reasons(&m), [(SWITCHED, false)]);
         assert!(m.hold.is_some());
         assert!(!w.take_calls().iter().any(|c| c.ends_with("retire")));
+
+        // The old objects keep serving a while after: not retired yet, and
+        // the Canary is looked at again when they may go.
+        w.now += SignedDuration::from_secs(4);
+        let m = w.reconcile("new").await;
+        assert_eq!(m.stage, Stage::Retire("old".into()));
+        assert!(w.take_calls().is_empty(), "nothing retired while draining");
+        assert_eq!(m.wake, Some(RETIRE_AFTER - Duration::from_secs(4)));
+        assert_eq!(m.hold, None, "analysis steps go on meanwhile");
+        assert!(m.notes.is_empty());
+        w.now += SignedDuration::try_from(RETIRE_AFTER).unwrap();
 
         *w.old_retirement.lock().unwrap() = Retirement {
             deleted: vec!["VirtualService podinfo".into()],
@@ -593,6 +640,7 @@ mod tests {
         assert_eq!(w.take_calls(), ["old retire"]);
         assert_eq!(m.hold, None, "analysis steps go on while retiring");
         assert_eq!(w.status.router.as_ref().unwrap().retiring, None);
+        assert_eq!(w.status.router.as_ref().unwrap().since, None);
         assert_eq!(reasons(&m), [("Retired", false), (SWITCHED, false)]);
         assert!(m.notes[0].message.contains("VirtualService podinfo"));
 
@@ -676,6 +724,7 @@ mod tests {
         w.status.router = Some(RouterInUse {
             provider: "new".into(),
             retiring: Some("old".into()),
+            since: None,
         });
         *w.old_retirement.lock().unwrap() = Retirement {
             deleted: vec!["VirtualRouter podinfo".into()],
@@ -728,7 +777,8 @@ mod record {
             s.router,
             Some(RouterInUse {
                 provider: "gatewayapi:v1".into(),
-                retiring: Some("appmesh:v1beta2".into())
+                retiring: Some("appmesh:v1beta2".into()),
+                since: None,
             })
         );
         assert_eq!(

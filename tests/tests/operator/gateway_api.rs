@@ -18,7 +18,7 @@ use super::{
 use crate::{configure_sim, sim_state, wait_for, world};
 
 /// The test Canary moved to the test cluster's Gateway.
-fn on_gateway(mut c: Value) -> Value {
+pub(super) fn on_gateway(mut c: Value) -> Value {
     let spec = &mut c["spec"];
     spec["provider"] = json!("gatewayapi:v1");
     let svc = spec["service"].as_object_mut().expect("service");
@@ -33,7 +33,7 @@ fn on_gateway(mut c: Value) -> Value {
     c
 }
 
-async fn http_route(client: &Client, ns: &str) -> Result<DynamicObject> {
+pub(super) async fn http_route(client: &Client, ns: &str) -> Result<DynamicObject> {
     Api::<DynamicObject>::namespaced_with(client.clone(), ns, &gateway_api::resource())
         .get("podinfo")
         .await
@@ -41,7 +41,7 @@ async fn http_route(client: &Client, ns: &str) -> Result<DynamicObject> {
 }
 
 /// (primary, canary) weights of the HTTPRoute's first rule.
-async fn route_weights(client: &Client, ns: &str) -> Result<(u64, u64)> {
+pub(super) async fn route_weights(client: &Client, ns: &str) -> Result<(u64, u64)> {
     let r = http_route(client, ns).await?;
     let refs = &r.data["spec"]["rules"][0]["backendRefs"];
     let weight = |name: String| {

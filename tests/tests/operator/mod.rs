@@ -36,6 +36,7 @@ mod loadtester;
 mod loadtester_local;
 mod policies;
 mod policy_refusals;
+mod provider_switch;
 mod shadow;
 mod telemetry;
 mod tracking;

@@ -10,7 +10,7 @@
 //! ([`inexpressible`]); A/B headers are added to the service match's headers
 //! rather than replacing them; the weights are read only from a route every
 //! parent has accepted at its current generation.
-use super::{RouteTarget, Router};
+use super::{NotReady, RouteTarget, Router};
 use crate::api::{CanaryService, HeaderOperations, HttpMatchRequest, Issue, IstioStringMatch};
 use crate::core::Routes;
 use crate::operator::cache::{self, Cache, Cached};
@@ -22,6 +22,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use kube::Client;
 use serde_json::{json, Map, Value};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 pub const GROUP: &str = "gateway.networking.k8s.io";
 pub const VERSION: &str = "v1";
@@ -555,20 +556,29 @@ pub fn readiness(route: &Value) -> Result<()> {
     for p in &parents {
         let want = normalized(p, ns);
         let parent = parent_name(&want);
-        let not = |detail: String| {
-            anyhow::anyhow!(
-                "HTTPRoute {name}.{ns} is not accepted by parent {parent}: {detail}; \
-                 Fledge changes no traffic until it is"
-            )
+        let not_after = |detail: String, retry: u64, transient: bool| {
+            anyhow::Error::new(NotReady {
+                message: format!(
+                    "HTTPRoute {name}.{ns} is not accepted by parent {parent}: {detail}; \
+                     Fledge changes no traffic until it is"
+                ),
+                retry: Duration::from_secs(retry),
+                transient,
+            })
         };
+        // A refusal needs a person: look again at the error back-off.
+        let not = |detail: String| not_after(detail, 10, false);
         let Some(st) = statuses.iter().find(|s| {
             s.get("parentRef")
                 .is_some_and(|r| normalized(r, ns) == want)
         }) else {
-            return Err(not(
+            // Usual for a moment after the route is created.
+            return Err(not_after(
                 "no status.parents entry for it (has a Gateway controller seen the route? \
                  check that the Gateway exists and its GatewayClass is accepted)"
                     .into(),
+                3,
+                true,
             ));
         };
         let accepted = st
@@ -594,10 +604,15 @@ pub fn readiness(route: &Value) -> Result<()> {
             .and_then(Value::as_i64)
             .unwrap_or(0);
         if observed < generation {
-            return Err(not(format!(
-                "Accepted at generation {observed}, the route is at generation {generation} \
-                 (the Gateway controller has not processed the latest change yet)"
-            )));
+            // Every change of weights passes through here: look again soon.
+            return Err(not_after(
+                format!(
+                    "Accepted at generation {observed}, the route is at generation {generation} \
+                     (the Gateway controller has not processed the latest change yet)"
+                ),
+                1,
+                true,
+            ));
         }
     }
     Ok(())

@@ -106,6 +106,29 @@ pub enum Ready {
     No(String),
 }
 
+/// A router's objects that are not yet in effect: the reconcile halts (no
+/// traffic changes) and looks again after `retry`. Returned by
+/// [`Router::get_routes`] wrapped in an `anyhow::Error`; the controller tells
+/// it apart from a failure by downcasting, so a wait that ends by itself in a
+/// moment is neither logged as a failure nor retried at the error back-off.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct NotReady {
+    pub message: String,
+    /// How soon to look again.
+    pub retry: std::time::Duration,
+    /// The wait is expected to end by itself (a controller catching up),
+    /// as opposed to one that needs a person (a refused route).
+    pub transient: bool,
+}
+
+impl NotReady {
+    /// The [`NotReady`] anywhere in `err`'s chain.
+    pub fn find(err: &anyhow::Error) -> Option<&NotReady> {
+        err.chain().find_map(|e| e.downcast_ref::<NotReady>())
+    }
+}
+
 /// What one [`Router::retire`] call did and left.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Retirement {

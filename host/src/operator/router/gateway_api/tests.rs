@@ -310,6 +310,23 @@ fn readiness_needs_every_parent_to_accept_the_current_generation() {
          Fledge changes no traffic until it is"
     );
 
+    // A refusal waits for a person; a controller catching up is looked at again soon.
+    let wait = |r: &Value| {
+        let e = readiness(r).unwrap_err();
+        NotReady::find(&e)
+            .map(|w| (w.transient, w.retry.as_secs()))
+            .expect("a NotReady")
+    };
+    assert_eq!(wait(&refused), (false, 10));
+    assert_eq!(
+        wait(&route_with_status(
+            4,
+            json!([parent("True", "Accepted", 3)])
+        )),
+        (true, 1)
+    );
+    assert_eq!(wait(&route_with_status(1, json!([]))), (true, 3));
+
     let stale = route_with_status(4, json!([parent("True", "Accepted", 3)]));
     let e = format!("{:#}", readiness(&stale).unwrap_err());
     assert!(
