@@ -34,6 +34,7 @@ mod install;
 mod journal;
 mod loadtester;
 mod loadtester_local;
+mod migrate_examples;
 mod policies;
 mod policy_refusals;
 mod provider_switch;
