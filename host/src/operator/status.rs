@@ -119,11 +119,20 @@ pub struct RouterInUse {
     /// routes and clients have left the old ones before they go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// The provider whose objects are being created for a move that has not
+    /// happened yet; if `spec.provider` goes back, they are retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<String>,
 }
 
 /// `status.router` as a merge patch writes it: a cleared field as null.
 pub fn router_patch(router: &RouterInUse) -> Value {
-    json!({ "provider": router.provider, "retiring": router.retiring, "since": router.since })
+    json!({
+        "provider": router.provider,
+        "retiring": router.retiring,
+        "since": router.since,
+        "moving": router.moving,
+    })
 }
 
 /// The policy object (or the built-in fallback) in force for a Canary, and

@@ -85,6 +85,7 @@ pub fn recorded(status: &CanaryStatus, wanted: &str) -> RouterInUse {
         provider: wanted.to_string(),
         retiring: None,
         since: None,
+        moving: None,
     })
 }
 
@@ -201,20 +202,35 @@ pub async fn advance(
     let mut wake = None;
     match &stage {
         Stage::Settled => {
+            // A move given up before it happened leaves the objects made for
+            // it: they are retired like a router moved away from.
+            let abandoned = record.moving.take().filter(|m| {
+                router::for_provider(routers, m).is_some_and(|r| !router::same(r, new))
+            });
             if tell
                 .prev
                 .is_some_and(|c| [DEFERRED, MOVING, WAITING, INVALID].contains(&c.reason.as_str()))
+                || abandoned.is_some()
             {
+                let removing = abandoned
+                    .as_ref()
+                    .map(|m| format!("; removing the {m} objects made for the move"))
+                    .unwrap_or_default();
                 tell.say(
                     "False",
                     "Cancelled",
                     format!(
-                        "spec.provider is {wanted} again: {id} stays on {}",
+                        "spec.provider is {wanted} again: {id} stays on {}{removing}",
                         record.provider
                     ),
                     false,
                     false,
                 );
+            }
+            if let Some(m) = abandoned {
+                record.retiring = Some(m);
+                record.since = None;
+                wake = Some(Duration::from_millis(100));
             }
         }
         Stage::Deferred => tell.say(
@@ -260,6 +276,9 @@ pub async fn advance(
                     canary_weight: 0,
                     match_rules: Vec::new(),
                 };
+                // Remembered before anything is made, so a move given up
+                // later retires what this reconcile creates.
+                record.moving = Some(wanted.to_string());
                 new.set_routes(t, &all_primary)
                     .await
                     .with_context(|| format!("routing {id} to its primary through {wanted}"))?;
@@ -294,6 +313,7 @@ pub async fn advance(
                         // being retired retires the one moved away from instead.
                         record.retiring = Some(from.clone());
                         record.since = Some(super::status::format_time(now));
+                        record.moving = None;
                         tell.say(
                             "True",
                             SWITCHED,
@@ -337,7 +357,20 @@ pub async fn advance(
                             ),
                         });
                     }
-                    if r.done() {
+                    if r.done() && tell.prev.is_some_and(|c| c.reason == "Cancelled") {
+                        record.retiring = None;
+                        tell.say(
+                            "False",
+                            "Cancelled",
+                            format!(
+                                "spec.provider is {p} again: {id} stays on {p}; the {from} \
+                                 objects made for the move are gone",
+                                p = record.provider
+                            ),
+                            false,
+                            false,
+                        );
+                    } else if r.done() {
                         record.retiring = None;
                         record.since = None;
                         tell.say(
@@ -511,6 +544,7 @@ mod tests {
                         provider: "old".into(),
                         retiring: None,
                         since: None,
+                        moving: None,
                     }),
                     ..Default::default()
                 },
@@ -556,6 +590,7 @@ mod tests {
                 provider: "new".into(),
                 retiring: None,
                 since: None,
+                moving: None,
             })
         );
         assert!(m.notes.is_empty() && m.hold.is_none() && m.condition.is_none());
@@ -581,6 +616,10 @@ mod tests {
             ["new set_routes 100/0", "new reconcile", "new ready"]
         );
         assert_eq!(w.status.router.as_ref().unwrap().provider, "old");
+        assert_eq!(
+            w.status.router.as_ref().unwrap().moving.as_deref(),
+            Some("new")
+        );
         assert_eq!(m.hold, Some(READY_POLL));
         assert_eq!(reasons(&m), [(MOVING, false), (WAITING, false)]);
         let c = w.status.condition(CONDITION).unwrap();
@@ -614,6 +653,7 @@ mod tests {
                 provider: "new".into(),
                 retiring: Some("old".into()),
                 since: Some(crate::operator::status::format_time(w.now)),
+                moving: None,
             })
         );
         assert_eq!(reasons(&m), [(SWITCHED, false)]);
@@ -648,6 +688,49 @@ mod tests {
         assert_eq!(m.stage, Stage::Settled);
         assert!(m.notes.is_empty());
         assert!(w.take_calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_move_given_up_retires_what_was_made_for_it() {
+        let mut w = World::new("Succeeded", |f| f);
+        w.reconcile("new").await;
+        w.take_calls();
+        // spec.provider back while the new router is not ready.
+        let m = w.reconcile("old").await;
+        assert_eq!(m.stage, Stage::Settled);
+        assert_eq!(reasons(&m), [("Cancelled", false)]);
+        assert!(
+            m.notes[0]
+                .message
+                .contains("stays on old; removing the new objects made for the move"),
+            "{}",
+            m.notes[0].message
+        );
+        let record = w.status.router.clone().unwrap();
+        assert_eq!(
+            (record.provider.as_str(), record.retiring.as_deref()),
+            ("old", Some("new"))
+        );
+        assert_eq!((record.moving, record.since), (None, None));
+        assert!(m.wake.is_some() && m.hold.is_none());
+        assert!(w.take_calls().is_empty());
+
+        // Nothing to wait for: the new router's objects never carried traffic.
+        let m = w.reconcile("old").await;
+        assert_eq!(m.stage, Stage::Retire("new".into()));
+        assert_eq!(w.take_calls(), ["new retire"]);
+        assert_eq!(w.status.router.as_ref().unwrap().retiring, None);
+        let c = w.status.condition(CONDITION).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "Cancelled")
+        );
+        assert!(c
+            .message
+            .ends_with("the new objects made for the move are gone"));
+        let m = w.reconcile("old").await;
+        assert_eq!(m.stage, Stage::Settled);
+        assert!(m.notes.is_empty(), "{:?}", m.notes);
     }
 
     #[tokio::test]
@@ -725,6 +808,7 @@ mod tests {
             provider: "new".into(),
             retiring: Some("old".into()),
             since: None,
+            moving: None,
         });
         *w.old_retirement.lock().unwrap() = Retirement {
             deleted: vec!["VirtualRouter podinfo".into()],
@@ -779,6 +863,7 @@ mod record {
                 provider: "gatewayapi:v1".into(),
                 retiring: Some("appmesh:v1beta2".into()),
                 since: None,
+                moving: None,
             })
         );
         assert_eq!(

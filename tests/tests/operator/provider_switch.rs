@@ -3,7 +3,8 @@
 //! counts to it, App Mesh's plus the gateway's, grow in every quarter second of the switch),
 //! and the App Mesh objects go: the routing ones once the HTTPRoute is Accepted, the
 //! VirtualNodes only after the namespace stops joining the mesh. A Canary changed
-//! mid-analysis finishes that analysis on App Mesh first.
+//! mid-analysis finishes that analysis on App Mesh first. A move given up before the gateway
+//! accepted the route leaves App Mesh as it was and removes the HTTPRoute made for it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,10 +86,9 @@ impl Sampler {
     }
 }
 
-/// Every window between two samples saw requests reach the primary; the first samples came
-/// through App Mesh only and the last through the gateway only.
+/// Every window between two samples saw requests reach the primary.
 fn served_throughout(ns: &str, samples: &[(Instant, Count)]) -> Result<()> {
-    ensure!(samples.len() > 20, "too few samples: {}", samples.len());
+    ensure!(samples.len() > 10, "too few samples: {}", samples.len());
     let start = samples[0].0;
     let record = samples
         .iter()
@@ -116,7 +116,6 @@ fn served_throughout(ns: &str, samples: &[(Instant, Count)]) -> Result<()> {
         least = least.min(got);
     }
     let (first, last) = (samples[0].1, samples[samples.len() - 1].1);
-    let tail = samples[samples.len() - 5].1;
     println!(
         "{ns}: podinfo-primary served in each of {} windows (at least {least} requests); \
          App Mesh {} -> {}, gateway {} -> {}",
@@ -126,13 +125,19 @@ fn served_throughout(ns: &str, samples: &[(Instant, Count)]) -> Result<()> {
         first.gateway,
         last.gateway
     );
+    Ok(())
+}
+
+/// The first samples came through App Mesh only and the last through the gateway only.
+fn moved_to_the_gateway(samples: &[(Instant, Count)]) {
+    let (first, last) = (samples[0].1, samples[samples.len() - 1].1);
+    let tail = samples[samples.len() - 5].1;
     assert_eq!(first.gateway, 0, "no gateway traffic before the switch");
     assert!(
         last.gateway > 0,
         "the gateway serves the primary at the end"
     );
     assert_eq!(last.mesh, tail.mesh, "App Mesh routes nothing at the end");
-    Ok(())
 }
 
 /// (reason, Warning?, note) of the Canary's Events from Fledge since `since`, oldest first.
@@ -270,6 +275,7 @@ async fn succeeded_canary(cluster: &'static Cluster, ns: &str) -> Result<()> {
         took.as_secs_f64()
     );
     served_throughout(ns, &samples)?;
+    moved_to_the_gateway(&samples);
     check_route(&client, ns).await?;
     for node in NODES {
         assert!(
@@ -453,6 +459,87 @@ async fn mid_analysis(cluster: &'static Cluster, ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// A move given up while the gateway has not accepted the route: App Mesh keeps the traffic
+/// and the HTTPRoute made for the move goes.
+async fn given_up(cluster: &'static Cluster, ns: &str) -> Result<()> {
+    let client = cluster.client().await?;
+    let (operator, canary, _hooks) = bootstrap_with(cluster, &client, ns, &|c| c, false).await?;
+    let logs = || format!("operator log:\n{}", operator.logs());
+    let sampler = Sampler::start(cluster, ns);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let changed_at = Timestamp::now();
+    apply(&client, ns, &on_gateway(canary.clone()), &ssa()).await?;
+    let waiting = wait_for("the move to wait", Duration::from_secs(30), || async {
+        let s = canary_status(&client, ns).await?;
+        Ok((switch_condition(&s)["reason"] == "WaitingForRouter").then_some(s))
+    })
+    .await
+    .with_context(logs)?;
+    assert_eq!(waiting["router"]["moving"], "gatewayapi:v1", "{waiting}");
+    assert_eq!(route_weights(&client, ns).await?, (100, 0));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Back to App Mesh.
+    apply(&client, ns, &canary, &ssa()).await?;
+    let back = wait_for("the HTTPRoute removed", Duration::from_secs(30), || async {
+        let s = canary_status(&client, ns).await?;
+        let route = Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            ns,
+            &fledge::operator::router::gateway_api::resource(),
+        )
+        .get_opt("podinfo")
+        .await?;
+        let c = switch_condition(&s);
+        Ok(
+            (route.is_none() && c["reason"] == "Cancelled" && s["router"]["retiring"].is_null())
+                .then_some(s),
+        )
+    })
+    .await
+    .with_context(logs)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let samples = sampler.finish()?;
+    served_throughout(ns, &samples)?;
+    assert_eq!(
+        samples[samples.len() - 1].1.gateway,
+        0,
+        "the gateway never carried the traffic"
+    );
+    assert_eq!(back["phase"], "Initialized");
+    assert_eq!(back["router"], json!({"provider": "appmesh:v1beta2"}));
+    let c = switch_condition(&back);
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("the gatewayapi:v1 objects made for the move are gone")),
+        "{c}"
+    );
+    assert_eq!(routing_left(&client, ns).await?.len(), ROUTING.len());
+    for node in NODES {
+        assert!(exists(&client, ns, "VirtualNode", node).await?, "{node}");
+    }
+    assert_eq!(
+        live_weights(&client, ns).await?,
+        (0, 100),
+        "all on the primary"
+    );
+    let events = events_with_reasons(&client, ns, changed_at).await?;
+    let reasons: Vec<&str> = events.iter().map(|(r, _, _)| r.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["Moving", "WaitingForRouter", "Cancelled", "Retired"],
+        "{events:#?}"
+    );
+    assert!(
+        events[3]
+            .2
+            .contains("Deleted the gatewayapi:v1 objects of podinfo.")
+            && events[3].2.ends_with("HTTPRoute podinfo"),
+        "{events:#?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_moves_a_live_canary_from_app_mesh_to_gateway_api() -> Result<()> {
     let Some(cluster) = world("operator_moves_a_live_canary_from_app_mesh_to_gateway_api") else {
@@ -470,14 +557,21 @@ async fn operator_moves_a_live_canary_from_app_mesh_to_gateway_api() -> Result<(
                 .accept_delay
                 .insert(format!("{ns}/podinfo"), 3.0);
         }
+        // Never accepted within the test.
+        config
+            .gateway
+            .accept_delay
+            .insert("switch-back/podinfo".into(), 3600.0);
         Ok(())
     })?;
-    let (live, mid) = tokio::join!(
+    let (live, mid, back) = tokio::join!(
         succeeded_canary(cluster, "switch-live"),
         mid_analysis(cluster, "switch-mid"),
+        given_up(cluster, "switch-back"),
     );
     live.context("a Succeeded Canary")?;
     mid.context("a Canary mid-analysis")?;
+    back.context("a move given up")?;
     println!(
         "provider switch scenarios: {:.1}s",
         started.elapsed().as_secs_f64()

@@ -10,7 +10,7 @@
 //! ([`inexpressible`]); A/B headers are added to the service match's headers
 //! rather than replacing them; the weights are read only from a route every
 //! parent has accepted at its current generation.
-use super::{NotReady, RouteTarget, Router};
+use super::{NotReady, Retirement, RouteTarget, Router};
 use crate::api::{CanaryService, HeaderOperations, HttpMatchRequest, Issue, IstioStringMatch};
 use crate::core::Routes;
 use crate::operator::cache::{self, Cache, Cached};
@@ -687,6 +687,39 @@ impl Router for GatewayApi {
     fn finalize<'a>(&'a self, _t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<()>> {
         // The HTTPRoute is owned by the Canary: the garbage collector removes it.
         async { Ok(()) }.boxed()
+    }
+
+    fn retire<'a>(&'a self, t: &'a RouteTarget<'a>) -> BoxFuture<'a, Result<Retirement>> {
+        async move {
+            let (ns, name) = (t.namespace(), t.apex());
+            let api = self.api(ns);
+            let mut out = Retirement::default();
+            let Some(live) = api
+                .get_opt(name)
+                .await
+                .with_context(|| format!("reading HTTPRoute {name}.{ns}"))?
+            else {
+                return Ok(out);
+            };
+            // A route someone else made under the same name is theirs.
+            let owned = live
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == t.owner.uid);
+            if owned {
+                match api.delete(name, &Default::default()).await {
+                    Ok(_) => out.deleted.push(format!("HTTPRoute {name}")),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("deleting HTTPRoute {name}.{ns}"))
+                    }
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
     }
 }
 
