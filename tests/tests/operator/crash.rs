@@ -188,16 +188,9 @@ async fn events_with_counts(
     name: &str,
     since: Timestamp,
 ) -> Result<Vec<(Timestamp, String, i32)>> {
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let mut out: Vec<_> = api
-        .list(&ListParams::default())
+    let mut out: Vec<_> = super::fledge_events(client, ns, name)
         .await?
-        .items
         .into_iter()
-        .filter(|e| {
-            e.reporting_controller.as_deref() == Some("fledge")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
         .filter_map(|e| {
             let count = e.series.as_ref().map_or(1, |s| s.count);
             Some((e.event_time?.0, e.note.unwrap_or_default(), count))

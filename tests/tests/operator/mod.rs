@@ -317,16 +317,9 @@ pub fn test_canary(ns: &str, hooks: &Receiver) -> Value {
     c
 }
 
-/// The Event notes about Canary `name` from Fledge, in the order they were emitted, with the
-/// time of each. A repeat that the recorder folded into an Event's series is listed again at
-/// the series' last observation (a series of more than two shows its first and last).
-async fn events(
-    client: &Client,
-    ns: &str,
-    name: &str,
-) -> Result<Vec<(k8s_openapi::jiff::Timestamp, String)>> {
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let mut out: Vec<_> = api
+/// The Events Fledge published about Canary `name` in `ns`, in the API server's order.
+async fn fledge_events(client: &Client, ns: &str, name: &str) -> Result<Vec<Event>> {
+    Ok(Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await?
         .items
@@ -336,6 +329,20 @@ async fn events(
                 && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
                 && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Canary")
         })
+        .collect())
+}
+
+/// The Event notes about Canary `name` from Fledge, in the order they were emitted, with the
+/// time of each. A repeat that the recorder folded into an Event's series is listed again at
+/// the series' last observation (a series of more than two shows its first and last).
+async fn events(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Vec<(k8s_openapi::jiff::Timestamp, String)>> {
+    let mut out: Vec<_> = fledge_events(client, ns, name)
+        .await?
+        .into_iter()
         .flat_map(|e| {
             let note = e.note.unwrap_or_default();
             let first = e.event_time.map(|t| (t.0, note.clone()));

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use fledge_e2e::Cluster;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -146,15 +145,9 @@ async fn events_with_reasons(
     ns: &str,
     since: Timestamp,
 ) -> Result<Vec<(String, bool, String)>> {
-    let mut out: Vec<_> = Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
+    let mut out: Vec<_> = super::fledge_events(client, ns, "podinfo")
         .await?
-        .items
         .into_iter()
-        .filter(|e| {
-            e.reporting_controller.as_deref() == Some("fledge")
-                && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Canary")
-        })
         .filter_map(|e| {
             let at = e.event_time.as_ref()?.0;
             (at >= since).then(|| {
