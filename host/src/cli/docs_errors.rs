@@ -491,8 +491,16 @@ mod tests { fn t() { issue("a", "b", "c"); } }
                     "false,",
                     "SHADOW_DISAGREEMENT: &str =",
                     "set_condition(VALID, \"True\",",
-                    "set_condition(VALID, \"False\",",
                 ],
+            ),
+            (include_str!("../operator/reconcile/doing.rs"), &["true,"]),
+            (
+                include_str!("../operator/reconcile/finalizer.rs"),
+                &["false,"],
+            ),
+            (
+                include_str!("../operator/reconcile/refusal.rs"),
+                &["set_condition(VALID, \"False\","],
             ),
             (include_str!("../notify/alerts.rs"), &["true,"]),
             (
