@@ -21,7 +21,6 @@
 //! which keeps tests on these numbers free of sampling noise.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
@@ -31,6 +30,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::exposition::{render_labels, UpstreamFamilies, UpstreamSeries};
 use crate::gateway::{GatewayConfig, GatewayEngine, GatewayModel, GatewayState};
 
 /// Envoy's default histogram bucket bounds, in milliseconds.
@@ -550,14 +550,6 @@ impl Wrr {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Series {
-    pub(crate) by_code: BTreeMap<u16, u64>,
-    pub(crate) buckets: Vec<u64>,
-    pub(crate) sum_ms: f64,
-    pub(crate) count: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct SeriesKey {
     namespace: String,
@@ -584,7 +576,7 @@ pub struct Engine {
     pod_rr: BTreeMap<String, usize>,
     error_acc: BTreeMap<String, f64>,
     latency_seq: BTreeMap<String, u64>,
-    series: BTreeMap<SeriesKey, Series>,
+    series: BTreeMap<SeriesKey, UpstreamSeries>,
     /// Engine time (seconds of simulated traffic) at which each series appeared.
     born: BTreeMap<SeriesKey, f64>,
     now: f64,
@@ -686,10 +678,10 @@ impl Engine {
         self.pod_labels.extend(labels);
         for (sk, codes) in wanted {
             self.born.entry(sk.clone()).or_insert(self.now);
-            let s = self.series.entry(sk).or_insert_with(|| Series {
-                buckets: vec![0; LATENCY_BUCKETS_MS.len()],
-                ..Series::default()
-            });
+            let s = self
+                .series
+                .entry(sk)
+                .or_insert_with(|| UpstreamSeries::new(&LATENCY_BUCKETS_MS));
             for c in codes {
                 s.by_code.entry(c).or_insert(0);
             }
@@ -805,18 +797,10 @@ impl Engine {
         if code >= 500 {
             totals.errors += 1;
         }
-        let s = self.series.entry(sk).or_insert_with(|| Series {
-            buckets: vec![0; LATENCY_BUCKETS_MS.len()],
-            ..Series::default()
-        });
-        *s.by_code.entry(code).or_insert(0) += 1;
-        for (i, le) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            if latency <= *le {
-                s.buckets[i] += 1;
-            }
-        }
-        s.sum_ms += latency;
-        s.count += 1;
+        self.series
+            .entry(sk)
+            .or_insert_with(|| UpstreamSeries::new(&LATENCY_BUCKETS_MS))
+            .record(code, latency);
     }
 
     pub fn state(&self) -> StateView {
@@ -854,12 +838,8 @@ impl Engine {
     /// The counters in Prometheus' text exposition format: the mesh's Envoy series, the
     /// gateway proxies' (same families) and the gateway backends' application series.
     pub fn render(&self) -> String {
-        let mut rq = String::new();
-        let mut xx = String::new();
-        let mut total = String::new();
-        let mut hist = String::new();
-        self.gateway
-            .render_envoy(&mut rq, &mut xx, &mut total, &mut hist);
+        let mut upstream = UpstreamFamilies::default();
+        self.gateway.render_envoy(&mut upstream);
         for (k, s) in &self.series {
             let mut labels = vec![
                 ("envoy_cluster_name".to_string(), k.cluster.clone()),
@@ -869,70 +849,10 @@ impl Engine {
             if let Some(pl) = self.pod_labels.get(&(k.namespace.clone(), k.pod.clone())) {
                 labels.extend(pl.iter().map(|(a, b)| (a.clone(), b.clone())));
             }
-            let base = render_labels(&labels);
-            let mut classes: BTreeMap<u16, u64> = BTreeMap::new();
-            for (code, n) in &s.by_code {
-                let _ = writeln!(
-                    rq,
-                    "envoy_cluster_upstream_rq{{envoy_response_code=\"{code}\",{base}}} {n}"
-                );
-                *classes.entry(code / 100).or_insert(0) += n;
-            }
-            for (class, n) in classes {
-                let _ = writeln!(
-                    xx,
-                    "envoy_cluster_upstream_rq_xx{{envoy_response_code_class=\"{class}\",{base}}} {n}"
-                );
-            }
-            let _ = writeln!(
-                total,
-                "envoy_cluster_upstream_rq_total{{{base}}} {}",
-                s.by_code.values().sum::<u64>()
-            );
-            for (le, n) in LATENCY_BUCKETS_MS.iter().zip(&s.buckets) {
-                let _ = writeln!(
-                    hist,
-                    "envoy_cluster_upstream_rq_time_bucket{{{base},le=\"{le}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                hist,
-                "envoy_cluster_upstream_rq_time_bucket{{{base},le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                hist,
-                "envoy_cluster_upstream_rq_time_sum{{{base}}} {}",
-                s.sum_ms
-            );
-            let _ = writeln!(
-                hist,
-                "envoy_cluster_upstream_rq_time_count{{{base}}} {}",
-                s.count
-            );
+            upstream.add(&render_labels(&labels), s);
         }
-        format!(
-            "# TYPE envoy_cluster_upstream_rq counter\n{rq}\
-             # TYPE envoy_cluster_upstream_rq_xx counter\n{xx}\
-             # TYPE envoy_cluster_upstream_rq_total counter\n{total}\
-             # TYPE envoy_cluster_upstream_rq_time histogram\n{hist}{}",
-            self.gateway.render_own()
-        )
+        format!("{}{}", upstream.finish(), self.gateway.render_own())
     }
-}
-
-pub(crate) fn render_labels(labels: &[(String, String)]) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| {
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            format!("{k}=\"{v}\"")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// A deterministic, evenly spread latency sample: the n-th points of two low-discrepancy

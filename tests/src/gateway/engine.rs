@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::{
     select, GatewayModel, HttpRoute, Proxy, ServiceEndpoint, APP_BUCKETS_S, PROXY_NAMESPACE,
 };
+use crate::exposition::{Histogram, UpstreamSeries};
 use crate::mesh::{
-    sample_latency, BackendTotals, Behaviour, RequestClass, Series, SimConfig, Wrr,
-    LATENCY_BUCKETS_MS,
+    sample_latency, BackendTotals, Behaviour, RequestClass, SimConfig, Wrr, LATENCY_BUCKETS_MS,
 };
 
 /// Where synthetic requests come from: a label, requests per second, the request mix, the routes
@@ -55,13 +55,6 @@ pub(super) struct EndpointCounts {
     pub(super) error: u64,
 }
 
-#[derive(Debug, Clone, Default)]
-pub(super) struct AppSeries {
-    pub(super) buckets: Vec<u64>,
-    pub(super) sum_s: f64,
-    pub(super) count: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct AppKey {
     pub(super) namespace: String,
@@ -102,10 +95,10 @@ pub struct GatewayEngine {
     error_acc: BTreeMap<String, f64>,
     latency_seq: BTreeMap<String, u64>,
     /// (Gateway, cluster) → the proxy's upstream series of that cluster.
-    pub(super) clusters: BTreeMap<(String, String), Series>,
+    pub(super) clusters: BTreeMap<(String, String), UpstreamSeries>,
     /// (Gateway, cluster, `ip:port`) → per-endpoint counters.
     pub(super) endpoint_stats: BTreeMap<(String, String, String), EndpointCounts>,
-    pub(super) app: BTreeMap<AppKey, AppSeries>,
+    pub(super) app: BTreeMap<AppKey, Histogram>,
     pub(super) app_total: BTreeMap<(String, String, u16), u64>,
     /// Engine time each cluster (`gw|cluster`) and pod (`ns/pod`) was first exported.
     born: BTreeMap<String, f64>,
@@ -189,10 +182,7 @@ impl GatewayEngine {
             let s = self
                 .clusters
                 .entry((gw.clone(), cluster.clone()))
-                .or_insert_with(|| Series {
-                    buckets: vec![0; LATENCY_BUCKETS_MS.len()],
-                    ..Series::default()
-                });
+                .or_insert_with(|| UpstreamSeries::new(&LATENCY_BUCKETS_MS));
             for c in codes {
                 s.by_code.entry(*c).or_insert(0);
             }
@@ -208,10 +198,7 @@ impl GatewayEngine {
                         path: path.clone(),
                         status: *status,
                     })
-                    .or_insert_with(|| AppSeries {
-                        buckets: vec![0; APP_BUCKETS_S.len()],
-                        ..AppSeries::default()
-                    });
+                    .or_insert_with(|| Histogram::new(&APP_BUCKETS_S));
                 self.app_total
                     .entry((ns.clone(), pod.clone(), *status))
                     .or_insert(0);
@@ -389,21 +376,10 @@ impl GatewayEngine {
         if code >= 500 {
             totals.errors += 1;
         }
-        let s = self
-            .clusters
+        self.clusters
             .entry((gw.clone(), cluster.clone()))
-            .or_insert_with(|| Series {
-                buckets: vec![0; LATENCY_BUCKETS_MS.len()],
-                ..Series::default()
-            });
-        *s.by_code.entry(code).or_insert(0) += 1;
-        for (i, le) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            if latency_ms <= *le {
-                s.buckets[i] += 1;
-            }
-        }
-        s.sum_ms += latency_ms;
-        s.count += 1;
+            .or_insert_with(|| UpstreamSeries::new(&LATENCY_BUCKETS_MS))
+            .record(code, latency_ms);
 
         let port = backend
             .port
@@ -420,9 +396,7 @@ impl GatewayEngine {
             es.success += 1;
         }
 
-        let latency_s = latency_ms / 1000.0;
-        let a = self
-            .app
+        self.app
             .entry(AppKey {
                 namespace: svc.namespace.clone(),
                 pod: ep.pod.clone(),
@@ -430,17 +404,8 @@ impl GatewayEngine {
                 path: podinfo_path_label(&req.path),
                 status: code,
             })
-            .or_insert_with(|| AppSeries {
-                buckets: vec![0; APP_BUCKETS_S.len()],
-                ..AppSeries::default()
-            });
-        for (i, le) in APP_BUCKETS_S.iter().enumerate() {
-            if latency_s <= *le {
-                a.buckets[i] += 1;
-            }
-        }
-        a.sum_s += latency_s;
-        a.count += 1;
+            .or_insert_with(|| Histogram::new(&APP_BUCKETS_S))
+            .observe(latency_ms / 1000.0);
         *self
             .app_total
             .entry((svc.namespace.clone(), ep.pod.clone(), code))

@@ -1,64 +1,17 @@
 //! The proxies' and backends' counters in Prometheus' text format.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{GatewayEngine, APP_BUCKETS_S};
-use crate::mesh::{render_labels, LATENCY_BUCKETS_MS};
+use super::GatewayEngine;
+use crate::exposition::{family, render_labels, UpstreamFamilies};
 
 impl GatewayEngine {
-    /// The proxies' `envoy_cluster_upstream_rq*` lines, added to the mesh's families.
-    pub fn render_envoy(
-        &self,
-        rq: &mut String,
-        xx: &mut String,
-        total: &mut String,
-        hist: &mut String,
-    ) {
+    /// The proxies' `envoy_cluster_upstream_rq*` samples, added to the mesh's families.
+    pub fn render_envoy(&self, families: &mut UpstreamFamilies) {
         for ((gw, cluster), s) in &self.clusters {
             let mut labels = vec![("envoy_cluster_name".to_string(), cluster.clone())];
             labels.extend(self.proxy_labels(gw));
-            let base = render_labels(&labels);
-            let mut classes: BTreeMap<u16, u64> = BTreeMap::new();
-            for (code, n) in &s.by_code {
-                let _ = writeln!(
-                    rq,
-                    "envoy_cluster_upstream_rq{{envoy_response_code=\"{code}\",{base}}} {n}"
-                );
-                *classes.entry(code / 100).or_insert(0) += n;
-            }
-            for (class, n) in classes {
-                let _ = writeln!(
-                    xx,
-                    "envoy_cluster_upstream_rq_xx{{envoy_response_code_class=\"{class}\",{base}}} {n}"
-                );
-            }
-            let _ = writeln!(
-                total,
-                "envoy_cluster_upstream_rq_total{{{base}}} {}",
-                s.by_code.values().sum::<u64>()
-            );
-            for (le, n) in LATENCY_BUCKETS_MS.iter().zip(&s.buckets) {
-                let _ = writeln!(
-                    hist,
-                    "envoy_cluster_upstream_rq_time_bucket{{{base},le=\"{le}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                hist,
-                "envoy_cluster_upstream_rq_time_bucket{{{base},le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                hist,
-                "envoy_cluster_upstream_rq_time_sum{{{base}}} {}",
-                s.sum_ms
-            );
-            let _ = writeln!(
-                hist,
-                "envoy_cluster_upstream_rq_time_count{{{base}}} {}",
-                s.count
-            );
+            families.add(&render_labels(&labels), s);
         }
     }
 
@@ -96,9 +49,7 @@ impl GatewayEngine {
             ("envoy_cluster_endpoint_rq_success", ep_success),
             ("envoy_cluster_endpoint_rq_error", ep_error),
         ] {
-            if !body.is_empty() {
-                let _ = write!(out, "# TYPE {name} counter\n{body}");
-            }
+            family(&mut out, name, "counter", &body);
         }
 
         let pod_labels = |ns: &str, pod: &str| -> Vec<(String, String)> {
@@ -129,35 +80,18 @@ impl GatewayEngine {
             labels.push(("method".into(), k.method.clone()));
             labels.push(("path".into(), k.path.clone()));
             labels.push(("status".into(), k.status.to_string()));
-            let base = render_labels(&labels);
-            for (le, n) in APP_BUCKETS_S.iter().zip(&s.buckets) {
-                let _ = writeln!(
-                    hist,
-                    "http_request_duration_seconds_bucket{{{base},le=\"{le}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                hist,
-                "http_request_duration_seconds_bucket{{{base},le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                hist,
-                "http_request_duration_seconds_sum{{{base}}} {}",
-                s.sum_s
-            );
-            let _ = writeln!(
-                hist,
-                "http_request_duration_seconds_count{{{base}}} {}",
-                s.count
+            s.write(
+                &mut hist,
+                "http_request_duration_seconds",
+                &render_labels(&labels),
             );
         }
-        if !hist.is_empty() {
-            let _ = write!(
-                out,
-                "# TYPE http_request_duration_seconds histogram\n{hist}"
-            );
-        }
+        family(
+            &mut out,
+            "http_request_duration_seconds",
+            "histogram",
+            &hist,
+        );
         let mut totals = String::new();
         for ((ns, pod, status), n) in &self.app_total {
             let mut labels = pod_labels(ns, pod);
@@ -168,9 +102,7 @@ impl GatewayEngine {
                 render_labels(&labels)
             );
         }
-        if !totals.is_empty() {
-            let _ = write!(out, "# TYPE http_requests_total counter\n{totals}");
-        }
+        family(&mut out, "http_requests_total", "counter", &totals);
         out
     }
 }
