@@ -424,14 +424,7 @@ pub fn backend_from_spec(
         .filter(|p| selector.is_some_and(|s| selector_matches(s, p.metadata.labels.as_ref())))
         .map(|p| Endpoint {
             pod: p.metadata.name.clone().unwrap_or_default(),
-            labels: p
-                .metadata
-                .labels
-                .iter()
-                .flatten()
-                .map(|(k, v)| (prometheus_label_name(k), v.clone()))
-                .filter(|(k, _)| !RESERVED_LABELS.contains(&k.as_str()))
-                .collect(),
+            labels: metric_labels(p),
         })
         .collect();
     endpoints.sort_by(|a, b| a.pod.cmp(&b.pod));
@@ -452,6 +445,18 @@ pub(crate) const RESERVED_LABELS: [&str; 7] = [
     "le",
     "job",
 ];
+
+/// A pod's labels as Prometheus' pod relabeling exports them: renamed by `labelmap`, without
+/// the names the exporters set themselves.
+pub(crate) fn metric_labels(p: &Pod) -> BTreeMap<String, String> {
+    p.metadata
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| (prometheus_label_name(k), v.clone()))
+        .filter(|(k, _)| !RESERVED_LABELS.contains(&k.as_str()))
+        .collect()
+}
 
 pub(crate) fn pod_ready(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
@@ -574,8 +579,7 @@ pub struct Engine {
     class_wrr: BTreeMap<String, Wrr>,
     target_wrr: BTreeMap<(String, String), Wrr>,
     pod_rr: BTreeMap<String, usize>,
-    error_acc: BTreeMap<String, f64>,
-    latency_seq: BTreeMap<String, u64>,
+    answers: PodAnswers,
     series: BTreeMap<SeriesKey, UpstreamSeries>,
     /// Engine time (seconds of simulated traffic) at which each series appeared.
     born: BTreeMap<SeriesKey, f64>,
@@ -779,18 +783,7 @@ impl Engine {
 
         // Errors and latencies are spread per pod, so every pod of a backend behaves the same.
         let pod_key = format!("{backend_key}/{}", ep.pod);
-        let acc = self.error_acc.entry(pod_key.clone()).or_insert(0.0);
-        *acc += behaviour.error_ratio;
-        let code = if *acc >= 1.0 - 1e-9 {
-            *acc -= 1.0;
-            behaviour.error_code
-        } else {
-            200
-        };
-
-        let seq = self.latency_seq.entry(pod_key).or_insert(0);
-        *seq += 1;
-        let latency = sample_latency(&behaviour.latency, *seq);
+        let (code, latency) = self.answers.next(&pod_key, &behaviour);
 
         let totals = self.totals.entry(backend_key).or_default();
         totals.requests += 1;
@@ -852,6 +845,31 @@ impl Engine {
             upstream.add(&render_labels(&labels), s);
         }
         format!("{}{}", upstream.finish(), self.gateway.render_own())
+    }
+}
+
+/// How pods answer: errors spread evenly at their backend's error ratio, latencies drawn from
+/// its bands in a fixed sequence, each pod counting on its own.
+#[derive(Debug, Default)]
+pub(crate) struct PodAnswers {
+    error_acc: BTreeMap<String, f64>,
+    latency_seq: BTreeMap<String, u64>,
+}
+
+impl PodAnswers {
+    /// The status code and latency (ms) of the next answer of `pod`.
+    pub(crate) fn next(&mut self, pod: &str, behaviour: &Behaviour) -> (u16, f64) {
+        let acc = self.error_acc.entry(pod.to_string()).or_insert(0.0);
+        *acc += behaviour.error_ratio;
+        let code = if *acc >= 1.0 - 1e-9 {
+            *acc -= 1.0;
+            behaviour.error_code
+        } else {
+            200
+        };
+        let seq = self.latency_seq.entry(pod.to_string()).or_insert(0);
+        *seq += 1;
+        (code, sample_latency(&behaviour.latency, *seq))
     }
 }
 

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::exposition::{Histogram, UpstreamSeries};
 use crate::mesh::{
-    sample_latency, BackendTotals, Behaviour, RequestClass, SimConfig, Wrr, LATENCY_BUCKETS_MS,
+    BackendTotals, Behaviour, PodAnswers, RequestClass, SimConfig, Wrr, LATENCY_BUCKETS_MS,
 };
 
 /// Where synthetic requests come from: a label, requests per second, the request mix, the routes
@@ -92,8 +92,7 @@ pub struct GatewayEngine {
     class_wrr: BTreeMap<String, Wrr>,
     backend_wrr: BTreeMap<(String, usize), Wrr>,
     pod_rr: BTreeMap<String, usize>,
-    error_acc: BTreeMap<String, f64>,
-    latency_seq: BTreeMap<String, u64>,
+    answers: PodAnswers,
     /// (Gateway, cluster) → the proxy's upstream series of that cluster.
     pub(super) clusters: BTreeMap<(String, String), UpstreamSeries>,
     /// (Gateway, cluster, `ip:port`) → per-endpoint counters.
@@ -359,17 +358,7 @@ impl GatewayEngine {
 
         // Errors and latencies are spread per pod, as in the mesh.
         let pod_key = format!("{}/{}", svc.namespace, ep.pod);
-        let acc = self.error_acc.entry(pod_key.clone()).or_insert(0.0);
-        *acc += beh.error_ratio;
-        let code = if *acc >= 1.0 - 1e-9 {
-            *acc -= 1.0;
-            beh.error_code
-        } else {
-            200
-        };
-        let seq = self.latency_seq.entry(pod_key).or_insert(0);
-        *seq += 1;
-        let latency_ms = sample_latency(&beh.latency, *seq);
+        let (code, latency_ms) = self.answers.next(&pod_key, beh);
 
         let totals = self.totals.entry(backend.service.clone()).or_default();
         totals.requests += 1;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::HttpRoute;
-use crate::mesh::{pod_ready, prometheus_label_name, selector_matches, RESERVED_LABELS};
+use crate::mesh::{metric_labels, pod_ready, prometheus_label_name, selector_matches};
 
 /// A Service's Ready pods and the port requests reach them on.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -115,14 +115,7 @@ pub fn service_backend(s: &Service, pods: &[Pod]) -> ServiceBackend {
                 .as_ref()
                 .and_then(|st| st.pod_ip.clone())
                 .unwrap_or_default(),
-            labels: p
-                .metadata
-                .labels
-                .iter()
-                .flatten()
-                .map(|(k, v)| (prometheus_label_name(k), v.clone()))
-                .filter(|(k, _)| !RESERVED_LABELS.contains(&k.as_str()))
-                .collect(),
+            labels: metric_labels(p),
         })
         .collect();
     endpoints.sort_by(|a, b| a.pod.cmp(&b.pod));

@@ -262,37 +262,16 @@ fn parent_status_conditions_carry_the_generation() {
     let (st, _) = parent_status(&r, &wrong_section, &gateway("All", None), None, &both);
     assert_eq!(cond(&st, "Accepted")["reason"], "NoMatchingParent");
 
-    let hosted = route(
-        "app",
-        "h",
-        0,
-        json!({"hostnames": ["a.example.org"], "rules": []}),
-    );
-    let (st, _) = parent_status(
-        &hosted,
-        &pref,
-        &gateway("All", Some("*.example.com")),
-        None,
-        &both,
-    );
-    assert_eq!(
-        cond(&st, "Accepted")["reason"],
-        "NoMatchingListenerHostname"
-    );
-    let hosted = route(
-        "app",
-        "h",
-        0,
-        json!({"hostnames": ["a.example.com"], "rules": []}),
-    );
-    let (st, _) = parent_status(
-        &hosted,
-        &pref,
-        &gateway("All", Some("*.example.com")),
-        None,
-        &both,
-    );
-    assert_eq!(cond(&st, "Accepted")["status"], "True");
+    // A listener for `*.example.com` takes routes whose hostnames it covers, only them.
+    for (host, field, want) in [
+        ("a.example.org", "reason", "NoMatchingListenerHostname"),
+        ("a.example.com", "status", "True"),
+    ] {
+        let hosted = route("app", "h", 0, json!({"hostnames": [host], "rules": []}));
+        let listener = gateway("All", Some("*.example.com"));
+        let (st, _) = parent_status(&hosted, &pref, &listener, None, &both);
+        assert_eq!(cond(&st, "Accepted")[field], want, "{host}");
+    }
 
     let labels = BTreeMap::from([("team".to_string(), "a".to_string())]);
     let mut sel = gateway("Selector", None);
