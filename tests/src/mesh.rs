@@ -21,7 +21,6 @@
 //! which keeps tests on these numbers free of sampling noise.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
@@ -31,6 +30,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::exposition::{render_labels, UpstreamFamilies, UpstreamSeries};
 use crate::gateway::{GatewayConfig, GatewayEngine, GatewayModel, GatewayState};
 
 /// Envoy's default histogram bucket bounds, in milliseconds.
@@ -424,14 +424,7 @@ pub fn backend_from_spec(
         .filter(|p| selector.is_some_and(|s| selector_matches(s, p.metadata.labels.as_ref())))
         .map(|p| Endpoint {
             pod: p.metadata.name.clone().unwrap_or_default(),
-            labels: p
-                .metadata
-                .labels
-                .iter()
-                .flatten()
-                .map(|(k, v)| (prometheus_label_name(k), v.clone()))
-                .filter(|(k, _)| !RESERVED_LABELS.contains(&k.as_str()))
-                .collect(),
+            labels: metric_labels(p),
         })
         .collect();
     endpoints.sort_by(|a, b| a.pod.cmp(&b.pod));
@@ -452,6 +445,18 @@ pub(crate) const RESERVED_LABELS: [&str; 7] = [
     "le",
     "job",
 ];
+
+/// A pod's labels as Prometheus' pod relabeling exports them: renamed by `labelmap`, without
+/// the names the exporters set themselves.
+pub(crate) fn metric_labels(p: &Pod) -> BTreeMap<String, String> {
+    p.metadata
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| (prometheus_label_name(k), v.clone()))
+        .filter(|(k, _)| !RESERVED_LABELS.contains(&k.as_str()))
+        .collect()
+}
 
 pub(crate) fn pod_ready(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
@@ -550,14 +555,6 @@ impl Wrr {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Series {
-    pub(crate) by_code: BTreeMap<u16, u64>,
-    pub(crate) buckets: Vec<u64>,
-    pub(crate) sum_ms: f64,
-    pub(crate) count: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct SeriesKey {
     namespace: String,
@@ -582,9 +579,8 @@ pub struct Engine {
     class_wrr: BTreeMap<String, Wrr>,
     target_wrr: BTreeMap<(String, String), Wrr>,
     pod_rr: BTreeMap<String, usize>,
-    error_acc: BTreeMap<String, f64>,
-    latency_seq: BTreeMap<String, u64>,
-    series: BTreeMap<SeriesKey, Series>,
+    answers: PodAnswers,
+    series: BTreeMap<SeriesKey, UpstreamSeries>,
     /// Engine time (seconds of simulated traffic) at which each series appeared.
     born: BTreeMap<SeriesKey, f64>,
     now: f64,
@@ -686,10 +682,10 @@ impl Engine {
         self.pod_labels.extend(labels);
         for (sk, codes) in wanted {
             self.born.entry(sk.clone()).or_insert(self.now);
-            let s = self.series.entry(sk).or_insert_with(|| Series {
-                buckets: vec![0; LATENCY_BUCKETS_MS.len()],
-                ..Series::default()
-            });
+            let s = self
+                .series
+                .entry(sk)
+                .or_insert_with(|| UpstreamSeries::new(&LATENCY_BUCKETS_MS));
             for c in codes {
                 s.by_code.entry(c).or_insert(0);
             }
@@ -787,36 +783,17 @@ impl Engine {
 
         // Errors and latencies are spread per pod, so every pod of a backend behaves the same.
         let pod_key = format!("{backend_key}/{}", ep.pod);
-        let acc = self.error_acc.entry(pod_key.clone()).or_insert(0.0);
-        *acc += behaviour.error_ratio;
-        let code = if *acc >= 1.0 - 1e-9 {
-            *acc -= 1.0;
-            behaviour.error_code
-        } else {
-            200
-        };
-
-        let seq = self.latency_seq.entry(pod_key).or_insert(0);
-        *seq += 1;
-        let latency = sample_latency(&behaviour.latency, *seq);
+        let (code, latency) = self.answers.next(&pod_key, &behaviour);
 
         let totals = self.totals.entry(backend_key).or_default();
         totals.requests += 1;
         if code >= 500 {
             totals.errors += 1;
         }
-        let s = self.series.entry(sk).or_insert_with(|| Series {
-            buckets: vec![0; LATENCY_BUCKETS_MS.len()],
-            ..Series::default()
-        });
-        *s.by_code.entry(code).or_insert(0) += 1;
-        for (i, le) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            if latency <= *le {
-                s.buckets[i] += 1;
-            }
-        }
-        s.sum_ms += latency;
-        s.count += 1;
+        self.series
+            .entry(sk)
+            .or_insert_with(|| UpstreamSeries::new(&LATENCY_BUCKETS_MS))
+            .record(code, latency);
     }
 
     pub fn state(&self) -> StateView {
@@ -854,12 +831,8 @@ impl Engine {
     /// The counters in Prometheus' text exposition format: the mesh's Envoy series, the
     /// gateway proxies' (same families) and the gateway backends' application series.
     pub fn render(&self) -> String {
-        let mut rq = String::new();
-        let mut xx = String::new();
-        let mut total = String::new();
-        let mut hist = String::new();
-        self.gateway
-            .render_envoy(&mut rq, &mut xx, &mut total, &mut hist);
+        let mut upstream = UpstreamFamilies::default();
+        self.gateway.render_envoy(&mut upstream);
         for (k, s) in &self.series {
             let mut labels = vec![
                 ("envoy_cluster_name".to_string(), k.cluster.clone()),
@@ -869,70 +842,35 @@ impl Engine {
             if let Some(pl) = self.pod_labels.get(&(k.namespace.clone(), k.pod.clone())) {
                 labels.extend(pl.iter().map(|(a, b)| (a.clone(), b.clone())));
             }
-            let base = render_labels(&labels);
-            let mut classes: BTreeMap<u16, u64> = BTreeMap::new();
-            for (code, n) in &s.by_code {
-                let _ = writeln!(
-                    rq,
-                    "envoy_cluster_upstream_rq{{envoy_response_code=\"{code}\",{base}}} {n}"
-                );
-                *classes.entry(code / 100).or_insert(0) += n;
-            }
-            for (class, n) in classes {
-                let _ = writeln!(
-                    xx,
-                    "envoy_cluster_upstream_rq_xx{{envoy_response_code_class=\"{class}\",{base}}} {n}"
-                );
-            }
-            let _ = writeln!(
-                total,
-                "envoy_cluster_upstream_rq_total{{{base}}} {}",
-                s.by_code.values().sum::<u64>()
-            );
-            for (le, n) in LATENCY_BUCKETS_MS.iter().zip(&s.buckets) {
-                let _ = writeln!(
-                    hist,
-                    "envoy_cluster_upstream_rq_time_bucket{{{base},le=\"{le}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                hist,
-                "envoy_cluster_upstream_rq_time_bucket{{{base},le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                hist,
-                "envoy_cluster_upstream_rq_time_sum{{{base}}} {}",
-                s.sum_ms
-            );
-            let _ = writeln!(
-                hist,
-                "envoy_cluster_upstream_rq_time_count{{{base}}} {}",
-                s.count
-            );
+            upstream.add(&render_labels(&labels), s);
         }
-        format!(
-            "# TYPE envoy_cluster_upstream_rq counter\n{rq}\
-             # TYPE envoy_cluster_upstream_rq_xx counter\n{xx}\
-             # TYPE envoy_cluster_upstream_rq_total counter\n{total}\
-             # TYPE envoy_cluster_upstream_rq_time histogram\n{hist}{}",
-            self.gateway.render_own()
-        )
+        format!("{}{}", upstream.finish(), self.gateway.render_own())
     }
 }
 
-pub(crate) fn render_labels(labels: &[(String, String)]) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| {
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            format!("{k}=\"{v}\"")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+/// How pods answer: errors spread evenly at their backend's error ratio, latencies drawn from
+/// its bands in a fixed sequence, each pod counting on its own.
+#[derive(Debug, Default)]
+pub(crate) struct PodAnswers {
+    error_acc: BTreeMap<String, f64>,
+    latency_seq: BTreeMap<String, u64>,
+}
+
+impl PodAnswers {
+    /// The status code and latency (ms) of the next answer of `pod`.
+    pub(crate) fn next(&mut self, pod: &str, behaviour: &Behaviour) -> (u16, f64) {
+        let acc = self.error_acc.entry(pod.to_string()).or_insert(0.0);
+        *acc += behaviour.error_ratio;
+        let code = if *acc >= 1.0 - 1e-9 {
+            *acc -= 1.0;
+            behaviour.error_code
+        } else {
+            200
+        };
+        let seq = self.latency_seq.entry(pod.to_string()).or_insert(0);
+        *seq += 1;
+        (code, sample_latency(&behaviour.latency, *seq))
+    }
 }
 
 /// A deterministic, evenly spread latency sample: the n-th points of two low-discrepancy
