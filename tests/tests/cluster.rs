@@ -614,16 +614,24 @@ async fn prometheus_sees_canary_success_rate() -> Result<()> {
         .collect();
     assert_eq!(named, canary_pods);
 
-    // The router's 90/10 split shows in the request rates.
-    let share = prometheus::query_value(
-        prom,
-        &format!(
-            "sum(rate(envoy_cluster_upstream_rq{{kubernetes_namespace=\"{ns}\", \
-             kubernetes_pod_name=~\"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\"}}[1m])) / \
-             sum(rate(envoy_cluster_upstream_rq{{kubernetes_namespace=\"{ns}\"}}[1m])) * 100"
-        ),
-    )?
-    .context("no traffic share")?;
+    // The router's 90/10 split shows in the request counts: the growth of each counter over
+    // the last 20 s, read from the same scrapes (a rate over a window the young series only
+    // partly cover would be extrapolated, and skewed when scrapes run late).
+    let canary_rq = format!(
+        "envoy_cluster_upstream_rq{{kubernetes_namespace=\"{ns}\", \
+         kubernetes_pod_name=~\"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)\"}}"
+    );
+    let all_rq = format!("envoy_cluster_upstream_rq{{kubernetes_namespace=\"{ns}\"}}");
+    let share_query = format!(
+        "(sum({canary_rq}) - sum({canary_rq} offset 20s)) / \
+         (sum({all_rq}) - sum({all_rq} offset 20s)) * 100"
+    );
+    let share = wait_for(
+        "20 s of counters in Prometheus",
+        Duration::from_secs(60),
+        || async { prometheus::query_value(prom, &share_query) },
+    )
+    .await?;
     println!("canary share of the router's traffic: {share:.3}%");
     assert!(
         (share - 10.0).abs() <= 1.0,
