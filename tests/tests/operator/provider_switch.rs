@@ -85,6 +85,28 @@ impl Sampler {
     }
 }
 
+/// Waits until App Mesh routes requests to `ns/podinfo-primary` (the simulator picks up a new
+/// router within a second of its creation), so the samples start from a serving primary.
+async fn primary_served(cluster: &'static Cluster, ns: &str) -> Result<()> {
+    let key = format!("{ns}/podinfo-primary");
+    let first = sim_state(cluster)?
+        .totals
+        .get(&key)
+        .map_or(0, |t| t.requests);
+    wait_for(
+        "App Mesh to serve the primary",
+        Duration::from_secs(30),
+        || async {
+            let now = sim_state(cluster)?
+                .totals
+                .get(&key)
+                .map_or(0, |t| t.requests);
+            Ok((now > first).then_some(()))
+        },
+    )
+    .await
+}
+
 /// Every window between two samples saw requests reach the primary.
 fn served_throughout(ns: &str, samples: &[(Instant, Count)]) -> Result<()> {
     ensure!(samples.len() > 10, "too few samples: {}", samples.len());
@@ -232,6 +254,7 @@ async fn succeeded_canary(cluster: &'static Cluster, ns: &str) -> Result<()> {
     let promoted = canary_status(&client, ns).await?;
     let logs = || format!("operator log:\n{}", operator.logs());
 
+    primary_served(cluster, ns).await?;
     let sampler = Sampler::start(cluster, ns);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let switched_at = Timestamp::now();
@@ -458,6 +481,7 @@ async fn given_up(cluster: &'static Cluster, ns: &str) -> Result<()> {
     let client = cluster.client().await?;
     let (operator, canary, _hooks) = bootstrap_with(cluster, &client, ns, &|c| c, false).await?;
     let logs = || format!("operator log:\n{}", operator.logs());
+    primary_served(cluster, ns).await?;
     let sampler = Sampler::start(cluster, ns);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let changed_at = Timestamp::now();
