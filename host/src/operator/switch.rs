@@ -34,6 +34,7 @@ const INVALID: &str = "InvalidSpec";
 const SWITCHED: &str = "Switched";
 const RETIRE_PENDING: &str = "RetirePending";
 const RETIRE_FAILED: &str = "RetireFailed";
+const CANCELLED: &str = "Cancelled";
 
 /// How soon to look again at a router that is not ready yet.
 const READY_POLL: Duration = Duration::from_secs(2);
@@ -218,7 +219,7 @@ pub async fn advance(
                     .unwrap_or_default();
                 tell.say(
                     "False",
-                    "Cancelled",
+                    CANCELLED,
                     format!(
                         "spec.provider is {wanted} again: {id} stays on {}{removing}",
                         record.provider
@@ -337,62 +338,64 @@ pub async fn advance(
                 record.retiring = None;
                 record.since = None;
             }
-            Some(_) if draining(&record, now).is_some() => wake = draining(&record, now),
-            Some(old) => match old.retire(t).await {
-                Err(e) => tell.say(
-                    "True",
-                    RETIRE_FAILED,
-                    format!("removing the {from} objects of {id} failed: {e:#}; retrying"),
-                    true,
-                    false,
-                ),
-                Ok(r) => {
-                    if !r.deleted.is_empty() {
-                        tell.notes.push(Note {
-                            warning: false,
-                            reason: "Retired",
-                            message: format!(
-                                "Deleted the {from} objects of {id}: {}",
-                                r.deleted.join(", ")
-                            ),
-                        });
-                    }
-                    if r.done() && tell.prev.is_some_and(|c| c.reason == "Cancelled") {
-                        record.retiring = None;
-                        tell.say(
-                            "False",
-                            "Cancelled",
-                            format!(
-                                "spec.provider is {p} again: {id} stays on {p}; the {from} \
+            Some(old) => match draining(&record, now) {
+                left @ Some(_) => wake = left,
+                None => match old.retire(t).await {
+                    Err(e) => tell.say(
+                        "True",
+                        RETIRE_FAILED,
+                        format!("removing the {from} objects of {id} failed: {e:#}; retrying"),
+                        true,
+                        false,
+                    ),
+                    Ok(r) => {
+                        if !r.deleted.is_empty() {
+                            tell.notes.push(Note {
+                                warning: false,
+                                reason: "Retired",
+                                message: format!(
+                                    "Deleted the {from} objects of {id}: {}",
+                                    r.deleted.join(", ")
+                                ),
+                            });
+                        }
+                        if r.done() && tell.prev.is_some_and(|c| c.reason == CANCELLED) {
+                            record.retiring = None;
+                            tell.say(
+                                "False",
+                                CANCELLED,
+                                format!(
+                                    "spec.provider is {p} again: {id} stays on {p}; the {from} \
                                  objects made for the move are gone",
-                                p = record.provider
-                            ),
-                            false,
-                            false,
-                        );
-                    } else if r.done() {
-                        record.retiring = None;
-                        record.since = None;
-                        tell.say(
-                            "True",
-                            SWITCHED,
-                            format!(
-                                "{} carries the traffic of {id}; the {from} objects are gone",
-                                record.provider
-                            ),
-                            false,
-                            true,
-                        );
-                    } else {
-                        tell.say(
-                            "True",
-                            RETIRE_PENDING,
-                            format!("{} kept for {id}: {}", r.kept.join(", "), r.why),
-                            true,
-                            true,
-                        );
+                                    p = record.provider
+                                ),
+                                false,
+                                false,
+                            );
+                        } else if r.done() {
+                            record.retiring = None;
+                            record.since = None;
+                            tell.say(
+                                "True",
+                                SWITCHED,
+                                format!(
+                                    "{} carries the traffic of {id}; the {from} objects are gone",
+                                    record.provider
+                                ),
+                                false,
+                                true,
+                            );
+                        } else {
+                            tell.say(
+                                "True",
+                                RETIRE_PENDING,
+                                format!("{} kept for {id}: {}", r.kept.join(", "), r.why),
+                                true,
+                                true,
+                            );
+                        }
                     }
-                }
+                },
             },
         },
     }

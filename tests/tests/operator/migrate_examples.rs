@@ -156,12 +156,12 @@ async fn run_to_succeeded(
     );
 
     let triggered = set_image(client, ns, "ghcr.io/stefanprodan/podinfo:6.0.1").await?;
-    let status = wait_phase(client, ns, "Succeeded", Duration::from_secs(180))
+    wait_phase(client, ns, "Succeeded", Duration::from_secs(180))
         .await
         .with_context(logs)?;
     let events = events_since(client, ns, triggered).await?;
-    // Every check passed the first time: the gateway's metrics were there for each query.
-    assert_eq!(status["failedChecks"], 0, "{ns}: {events:#?}");
+    // Every check passed the first time: the gateway's metrics were there for each query
+    // (a Halt Event tells each failed check; `failedChecks` is reset by the promotion).
     assert!(
         !events.iter().any(|e| e.starts_with("Halt")),
         "{ns}: {events:#?}"
