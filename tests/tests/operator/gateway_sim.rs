@@ -410,6 +410,9 @@ async fn gateway_sim_statuses_splits_and_envoy_gateway_templates() -> Result<()>
         config.gateway.accept_delay.insert(route_key.clone(), 3.0);
         Ok(())
     })?;
+    // The simulator reads its configuration once per refresh (500 ms): a route applied during
+    // a refresh that began before the PUT would be judged by the old one, without the delay.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let applied = Instant::now();
     apply(
         &client,
